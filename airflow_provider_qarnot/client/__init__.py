@@ -1,0 +1,70 @@
+"""A Qarnot REST client over `requests`, with no Airflow imports: `QConnection`, `QTask` and the exceptions."""
+
+from __future__ import annotations
+
+from airflow_provider_qarnot.client import states
+from airflow_provider_qarnot.client.connection import DEFAULT_CLUSTER_URL, QConnection
+from airflow_provider_qarnot.client.errors import ApiCall, error_message, map_error
+from airflow_provider_qarnot.client.exceptions import (
+    BucketStorageUnavailableException,
+    InvalidRequestException,
+    MalformedResponseException,
+    MaxJobException,
+    MaxPoolException,
+    MaxTaskException,
+    MissingBucketException,
+    MissingDiskException,
+    MissingJobException,
+    MissingPoolException,
+    MissingProfileException,
+    MissingTaskException,
+    MissingTaskInstanceException,
+    NotEnoughCreditsException,
+    QarnotApiError,
+    QarnotException,
+    TaskNotSubmittedException,
+    TransientFailureException,
+    UnauthorizedException,
+)
+from airflow_provider_qarnot.client.models import InstanceInfo, TaskError, TaskSummary, failure_message
+from airflow_provider_qarnot.client.retry import RetryPolicy
+from airflow_provider_qarnot.client.spec import ResourceBucket, TaskSpec
+from airflow_provider_qarnot.client.storage import BucketStorage
+from airflow_provider_qarnot.client.task import QTask
+
+__all__ = [
+    "DEFAULT_CLUSTER_URL",
+    "ApiCall",
+    "BucketStorage",
+    "BucketStorageUnavailableException",
+    "InstanceInfo",
+    "InvalidRequestException",
+    "MalformedResponseException",
+    "MaxJobException",
+    "MaxPoolException",
+    "MaxTaskException",
+    "MissingBucketException",
+    "MissingDiskException",
+    "MissingJobException",
+    "MissingPoolException",
+    "MissingProfileException",
+    "MissingTaskException",
+    "MissingTaskInstanceException",
+    "NotEnoughCreditsException",
+    "QConnection",
+    "QTask",
+    "QarnotApiError",
+    "QarnotException",
+    "ResourceBucket",
+    "RetryPolicy",
+    "TaskError",
+    "TaskNotSubmittedException",
+    "TaskSpec",
+    "TaskSummary",
+    "TransientFailureException",
+    "UnauthorizedException",
+    "error_message",
+    "failure_message",
+    "map_error",
+    "states",
+]

@@ -1,0 +1,356 @@
+"""`QTask`: the Qarnot task model — submit, update, wait, abort, delete, retrieve, output and results."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from airflow_provider_qarnot.client import states
+from airflow_provider_qarnot.client.connection import QConnection, new_submit_tag
+from airflow_provider_qarnot.client.errors import ApiCall
+from airflow_provider_qarnot.client.exceptions import (
+    MalformedResponseException,
+    MissingTaskException,
+    QarnotException,
+    TaskNotSubmittedException,
+    TransientFailureException,
+    UnauthorizedException,
+)
+from airflow_provider_qarnot.client.models import InstanceInfo, TaskError, TaskSummary, parse_task_summary
+from airflow_provider_qarnot.client.spec import ResourceBucket, TaskSpec
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POLL_INTERVAL = 10.0
+
+
+class QTask:
+    """One Qarnot task: built from its create-time fields, validated at once, submitted at most once.
+
+    `QTask(conn, "render", "docker-batch", 8, constants={...})` raises ValueError for an invalid
+    combination before any call is made.
+    """
+
+    def __init__(
+        self,
+        connection: QConnection,
+        name: str,
+        profile: str | None = None,
+        instance_count: int | None = None,
+        **fields: Any,
+    ) -> None:
+        unknown = set(fields) - set(TaskSpec.field_names())
+        if unknown:
+            raise TypeError(f"QTask got unknown fields: {', '.join(sorted(unknown))}")
+        spec = TaskSpec(name=name, profile=profile, instance_count=instance_count, **fields)
+        spec.validate()
+        self._init(connection, spec)
+
+    def _init(self, connection: QConnection, spec: TaskSpec) -> None:
+        self._conn = connection
+        self.spec = spec
+        self._uuid: str | None = None
+        self._summary: TaskSummary | None = None
+        self._submit_tag = new_submit_tag()
+
+    @classmethod
+    def from_spec(cls, connection: QConnection, spec: TaskSpec) -> QTask:
+        """Build a task from a spec, validating it first."""
+        spec.validate()
+        task = cls.__new__(cls)
+        task._init(connection, spec)
+        return task
+
+    @classmethod
+    def retrieve(cls, connection: QConnection, uuid: str) -> QTask:
+        """Load an existing task by uuid (or shortname); `MissingTaskException` when there is none."""
+        if not isinstance(uuid, str) or not uuid.strip():
+            raise ValueError("uuid must be a non-empty string")
+        data = connection.request("GET", f"/tasks/{uuid.strip()}", call=ApiCall.TASK)
+        return cls._from_json(connection, data)
+
+    @classmethod
+    def _from_json(cls, connection: QConnection, data: Any) -> QTask:
+        summary = parse_task_summary(data)
+        task = cls.__new__(cls)
+        task._init(connection, TaskSpec.from_json(summary.raw))
+        task._uuid = summary.uuid
+        task._summary = summary
+        return task
+
+    def __repr__(self) -> str:
+        return f"QTask(name={self.spec.name!r}, uuid={self._uuid!r}, state={self.state!r})"
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def uuid(self) -> str | None:
+        """The task's uuid once submitted, else None."""
+        return self._uuid
+
+    @property
+    def connection(self) -> QConnection:
+        """The connection this task talks through."""
+        return self._conn
+
+    @property
+    def summary(self) -> TaskSummary | None:
+        """The last state read from the API (None before submission)."""
+        return self._summary
+
+    @property
+    def state(self) -> str:
+        """The last known state (`UnSubmitted` before submission); call `update()` to refresh."""
+        if self._summary is None or self._summary.state is None:
+            return states.UNSUBMITTED if self._uuid is None else states.SUBMITTED
+        return self._summary.state
+
+    @property
+    def progress(self) -> float | None:
+        """Progress in percent, as last read."""
+        return self._summary.progress if self._summary else None
+
+    @property
+    def errors(self) -> tuple[TaskError, ...]:
+        """The task's errors, as last read."""
+        return self._summary.errors if self._summary else ()
+
+    @property
+    def instances(self) -> tuple[InstanceInfo, ...]:
+        """Each completed instance's state, times and error, as last read."""
+        return self._summary.instances if self._summary else ()
+
+    @property
+    def resources(self) -> list[ResourceBucket]:
+        """The resource buckets given to the task."""
+        return [ResourceBucket.coerce(r) for r in self.spec.resources]
+
+    @property
+    def results(self) -> str | None:
+        """The name of the bucket the task's results go to."""
+        return self.spec.result_bucket
+
+    @property
+    def results_count(self) -> int | None:
+        """How many result objects the API counts for this task, as last read."""
+        return self._summary.results_count if self._summary else None
+
+    def _require_uuid(self) -> str:
+        if self._uuid is None:
+            raise TaskNotSubmittedException(f"Task {self.spec.name!r} has not been submitted")
+        return self._uuid
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def submit(self) -> str:
+        """Create the task on Qarnot once and return its state; on a submitted task, only return the state.
+
+        When the outcome of `POST /tasks` is unknown (dropped connection, timeout, 5xx), the task's
+        unique submit tag is looked up before anything is sent again, so one call never creates two tasks.
+        """
+        if self._uuid is not None:
+            return self.state
+        self.spec.validate()
+        body = self.spec.to_json(extra_tags=[self._submit_tag])
+        policy = self._conn.retry
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                data = self._conn.request("POST", "/tasks", json=body, call=ApiCall.SUBMIT_TASK, idempotent=False)
+                uuid = data.get("uuid") if isinstance(data, dict) else None
+                if not isinstance(uuid, str) or not uuid:
+                    raise MalformedResponseException("POST /tasks answered without a task uuid")
+            except (TransientFailureException, MalformedResponseException) as exc:
+                found = self._find_by_submit_tag()
+                if found is not None:
+                    log.info(
+                        "Submit of %r had an unknown outcome (%s); it did create task %s",
+                        self.spec.name,
+                        exc,
+                        found.uuid,
+                    )
+                    self._uuid, self._summary = found.uuid, found
+                    return self.update()
+                delay = policy.next_delay(attempt, time.monotonic() - started)
+                if delay is None:
+                    raise TransientFailureException(
+                        f"Could not submit task {self.spec.name!r}: {exc}; no task was created "
+                        f"(checked by its submit tag after {attempt} attempt{'s' if attempt > 1 else ''})",
+                        status_code=exc.status_code,
+                        attempts=attempt,
+                    ) from None
+                log.info(
+                    "Submit of %r failed (%s) and created nothing; retrying in %.2fs",
+                    self.spec.name,
+                    exc,
+                    delay,
+                )
+                time.sleep(delay)
+                continue
+            self._uuid = uuid
+            return self.update()
+
+    def _find_by_submit_tag(self) -> TaskSummary | None:
+        """The task this object's submit created, if any (the lookup itself retries transient errors)."""
+        matches = [s for s in self._conn.task_summaries(tags=[self._submit_tag]) if s.uuid]
+        if not matches:
+            return None
+        if len(matches) > 1:
+            log.warning("Submit tag %s matches %d tasks; using the oldest", self._submit_tag, len(matches))
+        return min(matches, key=lambda s: (s.creation_date is None, s.creation_date))
+
+    def update(self) -> str:
+        """Refresh the task from the API and return its state."""
+        uuid = self._require_uuid()
+        data = self._conn.request("GET", f"/tasks/{uuid}", call=ApiCall.TASK)
+        summary = parse_task_summary(data)
+        self._summary = summary
+        self.spec = _merge_spec(self.spec, summary)
+        return self.state
+
+    def wait(
+        self,
+        timeout: float | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        on_poll: Callable[[QTask], None] | None = None,
+    ) -> bool:
+        """Block until the task is final (Success, Failure or Cancelled); False if `timeout` seconds pass first.
+
+        Transitional states (PendingCancel, PendingDelete) and unknown states keep it waiting.
+        `on_poll` is called after every refresh (the operator streams stdout from it).
+        """
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be positive")
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must not be negative")
+        self._require_uuid()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            state = self.update()
+            if on_poll is not None:
+                on_poll(self)
+            if states.is_final(state):
+                return True
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                time.sleep(min(poll_interval, remaining))
+            else:
+                time.sleep(poll_interval)
+
+    def abort(self) -> None:
+        """Ask Qarnot to stop the task; a task that is already final is left as it is."""
+        uuid = self._require_uuid()
+        try:
+            self._conn.request("POST", f"/tasks/{uuid}/abort", call=ApiCall.TASK, idempotent=True)
+        except UnauthorizedException:
+            if states.is_final(self.update()):
+                return
+            raise
+
+    def delete(self, purge_resources: bool = False, purge_results: bool = False) -> None:
+        """Delete the task (aborting it if running); optionally delete its resource and result buckets."""
+        uuid = self._require_uuid()
+        if purge_resources or purge_results:
+            self.update()
+        self._conn.request("DELETE", f"/tasks/{uuid}", call=ApiCall.TASK)
+        if purge_resources or purge_results:
+            storage = self._conn.storage
+            if purge_resources:
+                for res in self.resources:
+                    storage.delete_bucket(res.bucket_name, missing_ok=True)
+            if purge_results and self.spec.result_bucket:
+                storage.delete_bucket(self.spec.result_bucket, missing_ok=True)
+
+    # ------------------------------------------------------------------ output
+
+    def _output(self, stream: str, fresh: bool, instance_id: int | None) -> str:
+        uuid = self._require_uuid()
+        path = f"/tasks/{uuid}/{stream}" + (f"/{int(instance_id)}" if instance_id is not None else "")
+        call = ApiCall.TASK_INSTANCE if instance_id is not None else ApiCall.TASK
+        text = self._conn.request("POST" if fresh else "GET", path, call=call, expect_json=False)
+        return str(text or "")
+
+    def stdout(self, instance_id: int | None = None) -> str:
+        """The whole stdout the API still holds (it keeps a bounded buffer), of the task or one instance."""
+        return self._output("stdout", False, instance_id)
+
+    def fresh_stdout(self, instance_id: int | None = None) -> str:
+        """Only the stdout written since the previous fresh read with this token."""
+        return self._output("stdout", True, instance_id)
+
+    def stderr(self, instance_id: int | None = None) -> str:
+        """The whole stderr the API still holds, of the task or one instance."""
+        return self._output("stderr", False, instance_id)
+
+    def fresh_stderr(self, instance_id: int | None = None) -> str:
+        """Only the stderr written since the previous fresh read with this token."""
+        return self._output("stderr", True, instance_id)
+
+    # ------------------------------------------------------------------ results
+
+    def result_keys(self) -> list[str] | None:
+        """The object keys this task's instances reported as results, or None if they reported none."""
+        bucket = self.spec.result_bucket
+        keys: list[str] = []
+        for inst in self.instances:
+            for url in inst.results:
+                key = _key_from_result_url(url, bucket)
+                if key is not None:
+                    keys.append(key)
+        return sorted(set(keys)) or None
+
+    def download_results(self, local_dir: str | Path) -> list[Path]:
+        """Download this task's results into `local_dir`; returns the files written or already up to date.
+
+        Only the task's own objects are fetched: those under its `resultsBucketPrefix` when it has one,
+        else the keys its instances reported, else (as the first SDK did) the whole result bucket.
+        """
+        self.update()
+        bucket = self.spec.result_bucket
+        if not bucket:
+            raise QarnotException(f"Task {self.spec.name!r} has no result bucket")
+        storage = self._conn.storage
+        prefix = self.spec.results_bucket_prefix
+        if prefix:
+            return storage.download_prefix(bucket, prefix, local_dir)
+        keys = self.result_keys()
+        if keys is not None:
+            return storage.download_keys(bucket, keys, local_dir)
+        return storage.download_prefix(bucket, "", local_dir)
+
+
+def _merge_spec(spec: TaskSpec, summary: TaskSummary) -> TaskSpec:
+    """Keep the local spec, filling in what the server decided (a result bucket prefix it reports)."""
+    if summary.results_bucket_prefix and not spec.results_bucket_prefix:
+        return replace(spec, results_bucket_prefix=summary.results_bucket_prefix)
+    if summary.result_bucket and not spec.result_bucket:
+        return replace(spec, result_bucket=summary.result_bucket)
+    return spec
+
+
+def _key_from_result_url(url: str, bucket: str | None) -> str | None:
+    """The object key of an `s3://host/bucket/key` result URL (the host part is optional)."""
+    if not url.startswith("s3://"):
+        return None
+    parts = url[len("s3://") :].split("/")
+    if bucket and bucket in parts:
+        index = parts.index(bucket)
+        key = "/".join(parts[index + 1 :])
+        return key or None
+    return "/".join(parts[2:]) or None
+
+
+def retrieve_existing(connection: QConnection, uuid: str) -> QTask | None:
+    """Like `QTask.retrieve`, but None when the task no longer exists."""
+    try:
+        return QTask.retrieve(connection, uuid)
+    except MissingTaskException:
+        return None
