@@ -7,6 +7,7 @@ from airflow_provider_qarnot.client.connection import DEFAULT_CLUSTER_URL, QConn
 from airflow_provider_qarnot.client.errors import ApiCall, error_message, map_error
 from airflow_provider_qarnot.client.exceptions import (
     BucketStorageUnavailableException,
+    CertificateVerificationException,
     InvalidRequestException,
     MalformedResponseException,
     MaxJobException,
@@ -37,6 +38,7 @@ __all__ = [
     "ApiCall",
     "BucketStorage",
     "BucketStorageUnavailableException",
+    "CertificateVerificationException",
     "InstanceInfo",
     "InvalidRequestException",
     "MalformedResponseException",

@@ -15,6 +15,7 @@ import requests
 from airflow_provider_qarnot import __version__
 from airflow_provider_qarnot.client.errors import ApiCall, error_message, map_error
 from airflow_provider_qarnot.client.exceptions import (
+    CertificateVerificationException,
     MalformedResponseException,
     QarnotException,
     TransientFailureException,
@@ -210,11 +211,16 @@ class QConnection:
 
     def _send_once(self, method: str, url: str, json: Any, params: Any) -> requests.Response:
         try:
-            return self._session.request(method, url, json=json, params=params, timeout=self.timeout)
+            # verify is passed per request: a session-level value loses to REQUESTS_CA_BUNDLE in the environment.
+            return self._session.request(
+                method, url, json=json, params=params, timeout=self.timeout, verify=self.verify
+            )
         except requests.exceptions.ConnectTimeout as exc:
             raise _Unsent(self.redact(f"ConnectTimeout: {exc}")) from None
-        except requests.exceptions.SSLError:
-            raise
+        except requests.exceptions.SSLError as exc:
+            raise CertificateVerificationException(
+                self.redact(f"TLS certificate verification failed for {url}: {exc}")
+            ) from None
         except requests.exceptions.ConnectionError as exc:
             if _is_connect_failure(exc):
                 raise _Unsent(self.redact(f"ConnectionError: {exc}")) from None

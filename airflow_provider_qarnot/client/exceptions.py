@@ -92,6 +92,10 @@ class TransientFailureException(QarnotException):
         super().__init__(message, status_code=status_code)
 
 
+class CertificateVerificationException(QarnotException):
+    """The server's TLS certificate could not be verified; retrying cannot help (give `verify` a CA bundle)."""
+
+
 class MalformedResponseException(QarnotException):
     """The API answered with a body this client cannot read (not JSON, or missing required fields)."""
 
@@ -102,6 +106,7 @@ class TaskNotSubmittedException(QarnotException):
 
 __all__ = [
     "BucketStorageUnavailableException",
+    "CertificateVerificationException",
     "InvalidRequestException",
     "MalformedResponseException",
     "MaxJobException",

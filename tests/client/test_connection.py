@@ -1,0 +1,253 @@
+"""QConnection: headers, timeouts, TLS, retries and error mapping, against small real servers on loopback."""
+
+from __future__ import annotations
+
+import datetime
+import http.server
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_qarnot import __version__
+from airflow_provider_qarnot.client import (
+    MissingProfileException,
+    QarnotException,
+    QConnection,
+    RetryPolicy,
+    TransientFailureException,
+    UnauthorizedException,
+)
+from airflow_provider_qarnot.client.connection import DEFAULT_TIMEOUT
+from airflow_provider_qarnot.client.exceptions import CertificateVerificationException
+from tests.client.conftest import connect
+
+TOKEN = "tok-SECRET-4f1d2c"
+
+
+class Recorder:
+    """A tiny HTTP server whose answers a test scripts, recording what it was sent."""
+
+    def __init__(self, answer: Callable[[http.server.BaseHTTPRequestHandler, int], None]) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.times: list[float] = []
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                recorder.requests.append(
+                    {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
+                )
+                recorder.times.append(time.monotonic())
+                answer(self, len(recorder.requests))
+
+            do_GET = do_POST = do_PUT = do_DELETE = _handle
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def reply(handler: http.server.BaseHTTPRequestHandler, status: int, body: bytes = b"{}", **headers: str) -> None:
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    for key, value in headers.items():
+        handler.send_header(key.replace("_", "-"), value)
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+@pytest.fixture
+def recorder_factory() -> Iterator[Callable[..., Recorder]]:
+    made: list[Recorder] = []
+
+    def make(answer: Callable[[http.server.BaseHTTPRequestHandler, int], None]) -> Recorder:
+        made.append(Recorder(answer))
+        return made[-1]
+
+    yield make
+    for rec in made:
+        rec.close()
+
+
+def test_headers_are_raw_token_and_a_named_user_agent(recorder_factory: Callable[..., Recorder]) -> None:
+    rec = recorder_factory(lambda h, n: reply(h, 200, b'{"email": "a@b"}'))
+    conn = QConnection(rec.url, TOKEN)
+    assert conn.user_info()["email"] == "a@b"
+    headers = rec.requests[0]["headers"]
+    assert headers["Authorization"] == TOKEN
+    assert headers["User-Agent"].startswith(f"airflow-provider-qarnot/{__version__}")
+
+
+def test_every_call_has_a_timeout() -> None:
+    conn = QConnection("http://127.0.0.1:9", TOKEN)
+    assert conn.timeout == DEFAULT_TIMEOUT
+    with pytest.raises(ValueError, match="timeout"):
+        QConnection("http://127.0.0.1:9", TOKEN, timeout=0)
+
+
+def test_read_timeout_is_retried_then_reported(recorder_factory: Callable[..., Recorder]) -> None:
+    rec = recorder_factory(lambda h, n: time.sleep(1.0))
+    conn = QConnection(rec.url, TOKEN, timeout=0.2, retry=RetryPolicy(max_attempts=3, base_delay=0.01))
+    started = time.monotonic()
+    with pytest.raises(TransientFailureException, match="3 attempts") as info:
+        conn.request("GET", "/info")
+    assert info.value.attempts == 3
+    assert len(rec.requests) == 3
+    assert time.monotonic() - started < 5
+
+
+def test_retry_after_is_honoured(recorder_factory: Callable[..., Recorder]) -> None:
+    rec = recorder_factory(
+        lambda h, n: reply(h, 429, b'{"message": "slow down"}', Retry_After="1") if n == 1 else reply(h, 200)
+    )
+    conn = QConnection(rec.url, TOKEN, retry=RetryPolicy(base_delay=0.01))
+    conn.request("GET", "/settings")
+    assert len(rec.requests) == 2
+    assert rec.times[1] - rec.times[0] >= 0.95
+
+
+def test_exhausted_503_says_attempts_and_message(recorder_factory: Callable[..., Recorder]) -> None:
+    rec = recorder_factory(lambda h, n: reply(h, 503, b""))
+    conn = QConnection(rec.url, TOKEN, retry=RetryPolicy(max_attempts=4, base_delay=0.01))
+    with pytest.raises(TransientFailureException, match=r"Service Unavailable \(gave up after 4 attempts\)"):
+        conn.request("GET", "/info")
+    assert len(rec.requests) == 4
+
+
+def test_non_transient_errors_are_not_retried(recorder_factory: Callable[..., Recorder]) -> None:
+    rec = recorder_factory(lambda h, n: reply(h, 404, b'{"message": "Profile nope not found"}'))
+    conn = QConnection(rec.url, TOKEN, retry=RetryPolicy(base_delay=0.01))
+    with pytest.raises(MissingProfileException, match="Profile nope not found"):
+        conn.profile("nope")
+    assert len(rec.requests) == 1
+
+
+def test_a_post_is_not_resent_after_a_5xx(recorder_factory: Callable[..., Recorder]) -> None:
+    rec = recorder_factory(lambda h, n: reply(h, 502, b'{"message": "bad gateway"}'))
+    conn = QConnection(rec.url, TOKEN, retry=RetryPolicy(base_delay=0.01))
+    with pytest.raises(TransientFailureException):
+        conn.request("POST", "/tasks/x/snapshot", json={})
+    assert len(rec.requests) == 1
+
+
+def test_connection_refused_is_retried_and_reported() -> None:
+    conn = QConnection("http://127.0.0.1:9", TOKEN, retry=RetryPolicy(max_attempts=3, base_delay=0.01))
+    with pytest.raises(TransientFailureException, match="3 attempts"):
+        conn.request("POST", "/tasks", json={})
+
+
+def test_token_is_never_shown(recorder_factory: Callable[..., Recorder]) -> None:
+    rec = recorder_factory(lambda h, n: reply(h, 400, f'{{"message": "bad token {TOKEN} given"}}'.encode()))
+    conn = QConnection(rec.url, TOKEN)
+    assert TOKEN not in repr(conn)
+    with pytest.raises(QarnotException) as info:
+        conn.request("GET", "/info")
+    assert TOKEN not in str(info.value)
+    assert TOKEN not in repr(info.value)
+    assert "***" in str(info.value)
+
+
+def test_bad_token_against_the_emulator(qarnot_emulator: Any) -> None:
+    conn = QConnection(qarnot_emulator.api_url, "wrong-token-0123")
+    with pytest.raises(UnauthorizedException) as info:
+        conn.user_info()
+    assert info.value.status_code == 401
+    assert "wrong-token-0123" not in str(info.value)
+
+
+def test_missing_token_is_rejected() -> None:
+    with pytest.raises(UnauthorizedException, match="token"):
+        QConnection("https://api.qarnot.com", "")
+
+
+def test_account_calls_against_the_emulator(qarnot_emulator: Any) -> None:
+    with connect(qarnot_emulator) as conn:
+        assert conn.storage_url == qarnot_emulator.storage_url
+        assert "@" in conn.user_info()["email"]
+        assert "docker-batch" in conn.profiles()
+        assert conn.profile("docker-batch")["name"] == "docker-batch"
+        with pytest.raises(MissingProfileException):
+            conn.profile("no-such-profile")
+
+
+def test_v1_prefixed_cluster_url_works(qarnot_emulator: Any) -> None:
+    with QConnection(qarnot_emulator.api_url + "/v1", qarnot_emulator.token) as conn:
+        assert conn.profiles()
+
+
+def test_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QARNOT_CLUSTER_URL", "https://cluster.example/")
+    monkeypatch.setenv("QARNOT_CLIENT_TOKEN", TOKEN)
+    monkeypatch.setenv("QARNOT_STORAGE_URL", "https://storage.example")
+    monkeypatch.setenv("QARNOT_CLUSTER_UNSAFE", "true")
+    monkeypatch.setenv("QARNOT_CLUSTER_TIMEOUT", "12")
+    conn = QConnection.from_env()
+    assert conn.cluster_url == "https://cluster.example"
+    assert conn.verify is False
+    assert conn.timeout == 12.0
+    assert conn.storage_url == "https://storage.example"
+    monkeypatch.setenv("QARNOT_CLUSTER_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="QARNOT_CLUSTER_TIMEOUT"):
+        QConnection.from_env()
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+def test_tls_verification_is_on_by_default(recorder_factory: Callable[..., Recorder], tmp_path: Path) -> None:
+    rec = recorder_factory(lambda h, n: reply(h, 200, b'{"storage": null}'))
+    cert, key = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    rec.server.socket = context.wrap_socket(rec.server.socket, server_side=True)
+    url = rec.url.replace("http://", "https://")
+    with pytest.raises(CertificateVerificationException, match="(?i)certificate"):
+        QConnection(url, TOKEN, retry=RetryPolicy(base_delay=0.01)).settings()
+    assert rec.requests == []
+    assert QConnection(url, TOKEN, verify=str(cert)).settings() == {"storage": None}
+    assert QConnection(url, TOKEN, verify=False).settings() == {"storage": None}

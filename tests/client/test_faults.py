@@ -1,0 +1,81 @@
+"""The client under the emulator's fault injection: nothing is lost and nothing is submitted twice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from airflow_provider_qarnot.client import QTask, RetryPolicy, TransientFailureException, states
+from airflow_provider_qarnot.emulator import FaultRule
+from tests.client.conftest import connect
+
+
+def test_dropped_post_that_created_the_task_is_not_resubmitted(qarnot_emulator_factory: Any) -> None:
+    emu = qarnot_emulator_factory(mode="simulate", sim_duration=0.2)
+    emu.set_faults([FaultRule(pattern="POST /tasks", drop_after=1.0)], seed=1)
+    with connect(emu) as conn:
+        task = QTask(conn, "dropped", "docker-batch", 1)
+        task.submit()
+        emu.clear_faults()
+        assert task.wait(timeout=30, poll_interval=0.1)
+    tasks = emu.tasks()
+    assert [t["uuid"] for t in tasks] == [task.uuid]
+
+
+def test_dropped_post_that_created_nothing_is_sent_again(qarnot_emulator_factory: Any) -> None:
+    emu = qarnot_emulator_factory(mode="simulate", sim_duration=0.2)
+    emu.set_faults([FaultRule(pattern="POST /tasks", drop_before=0.5)], seed=3)
+    with connect(emu, retry=RetryPolicy(max_attempts=12, base_delay=0.01, max_delay=0.05)) as conn:
+        task = QTask(conn, "retried", "docker-batch", 1)
+        task.submit()
+    assert [t["uuid"] for t in emu.tasks()] == [task.uuid]
+    assert emu.stats()["faults_injected"] >= 1
+
+
+def test_submit_gives_up_cleanly_when_the_api_stays_down(qarnot_emulator_factory: Any) -> None:
+    emu = qarnot_emulator_factory(mode="simulate")
+    emu.set_faults([FaultRule(pattern="POST /tasks", rate_503=1.0)], seed=1)
+    with connect(emu, retry=RetryPolicy(max_attempts=3, base_delay=0.01)) as conn:
+        with pytest.raises(TransientFailureException, match="no task was created"):
+            QTask(conn, "down", "docker-batch", 1).submit()
+    assert emu.tasks() == []
+
+
+@pytest.mark.parametrize("status_field", ["rate_429", "rate_500", "rate_503"])
+def test_transient_statuses_on_reads_are_retried(qarnot_emulator_factory: Any, status_field: str) -> None:
+    emu = qarnot_emulator_factory(mode="simulate", sim_duration=1.5)
+    with connect(emu, retry=RetryPolicy(max_attempts=15, base_delay=0.01, max_delay=0.05)) as conn:
+        task = QTask(conn, "reads", "docker-batch", 1)
+        task.submit()
+        emu.set_faults([FaultRule(pattern="GET /tasks/*", **{status_field: 0.6})], seed=5)
+        assert task.wait(timeout=30, poll_interval=0.05)
+        assert task.state == states.SUCCESS
+    assert emu.stats()["faults_injected"] > 0
+
+
+def test_fifty_cycles_under_thirty_percent_faults(qarnot_emulator_factory: Any) -> None:
+    """Acceptance: with 30% 429/503/drops on every endpoint, 50 submit-and-wait cycles each create exactly
+    one task and end in the state the task really reached."""
+    emu = qarnot_emulator_factory(mode="simulate", sim_duration=0.15)
+    emu.set_faults(
+        [FaultRule(pattern="*", rate_429=0.1, rate_503=0.1, drop_before=0.05, drop_after=0.05, retry_after=0.05)],
+        seed=42,
+    )
+    seen: dict[str, str] = {}
+    policy = RetryPolicy(max_attempts=12, base_delay=0.01, max_delay=0.1, max_elapsed=60)
+    with connect(emu, retry=policy) as conn:
+        for n in range(50):
+            outcome = "failure" if n % 5 == 0 else "success"
+            task = QTask(conn, f"cycle-{n}", "docker-batch", 1, constants={"EMULATOR_OUTCOME": outcome})
+            task.submit()
+            assert task.wait(timeout=60, poll_interval=0.05)
+            assert task.uuid is not None
+            seen[task.uuid] = task.state
+    injected = emu.stats()["faults_injected"]
+    emu.clear_faults()
+    truth = {t["uuid"]: t["state"] for t in emu.tasks()}
+    assert len(truth) == 50, "each cycle created exactly one Qarnot task"
+    assert seen == truth
+    assert sum(1 for s in truth.values() if s == states.FAILURE) == 10
+    assert injected > 100
