@@ -1,8 +1,16 @@
-"""Provider metadata that Airflow's ProvidersManager discovers through the entry point."""
+"""Provider metadata that Airflow's ProvidersManager discovers through the `apache_airflow_provider` entry point.
+
+The connection form (extra fields, relabelled and hidden standard fields) is declared here, as Airflow
+3.2+ reads it without importing the hook.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+from airflow_provider_qarnot import __version__
+
+INTEGRATION = "Qarnot"
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -11,4 +19,69 @@ def get_provider_info() -> dict[str, Any]:
         "package-name": "airflow-provider-qarnot",
         "name": "Qarnot",
         "description": "Submit, watch and collect Qarnot cloud HPC tasks from Airflow.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": INTEGRATION,
+                "external-doc-url": "https://qarnot.com/documentation",
+                "tags": ["service"],
+            }
+        ],
+        "connection-types": [
+            {
+                "connection-type": "qarnot",
+                "hook-class-name": "airflow_provider_qarnot.hooks.qarnot.QarnotHook",
+                "hook-name": "Qarnot",
+                "conn-fields": {
+                    "storage_url": {
+                        "label": "Storage URL",
+                        "description": "The S3 endpoint of the buckets; empty: the one the API advertises.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "verify": {
+                        "label": "TLS verification",
+                        "description": "true, false, or the path of a CA bundle file.",
+                        "schema": {"type": ["string", "null"], "default": "true"},
+                    },
+                    "timeout": {
+                        "label": "Request timeout",
+                        "description": "Seconds per HTTP request, or 'connect,read' (e.g. 10,60).",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "console_url": {
+                        "label": "Console URL",
+                        "description": "Where the task links point (default https://console.qarnot.com).",
+                        "schema": {"type": ["string", "null"], "default": "https://console.qarnot.com"},
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["login", "schema", "port"],
+                    "relabeling": {"host": "API URL", "password": "API token"},
+                    "placeholders": {"host": "https://api.qarnot.com"},
+                },
+            }
+        ],
+        "hooks": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_qarnot.hooks.qarnot"]}],
+        "operators": [
+            {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_qarnot.operators.qarnot"]}
+        ],
+        "sensors": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_qarnot.sensors.qarnot"]}],
+        "triggers": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_qarnot.triggers.qarnot"]}],
+        "extra-links": ["airflow_provider_qarnot.links.qarnot.QarnotTaskLink"],
+        "config": {
+            "qarnot": {
+                "description": "Defaults of the Qarnot provider.",
+                "options": {
+                    "shared_polling": {
+                        "description": "Whether deferred Qarnot tasks are polled through one shared, batched "
+                        "poller per connection in the triggerer (one request per 100 tasks per interval) "
+                        "instead of one request per task per interval.",
+                        "version_added": "0.1.0",
+                        "type": "boolean",
+                        "example": "False",
+                        "default": "True",
+                    }
+                },
+            }
+        },
     }

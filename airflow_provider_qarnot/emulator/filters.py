@@ -207,6 +207,41 @@ def _resolve_field(name: str, fields: Mapping[str, FieldDef[Any]]) -> tuple[Call
     raise _problem(f"Unknown or non-filterable field '{name}'.")
 
 
+def _or_of_equals(children: list[Any], fields: Mapping[str, FieldDef[Any]]) -> Predicate[Any] | None:
+    """An ``Or`` of ``Equal`` leaves (already validated) as set lookups, one per field; None if it is not one.
+
+    ``uuid_filter`` in the client sends 100 ``Uuid Equal`` leaves per page, and checking every task against
+    every leaf made one such page cost 0.2 s with 5,000 tasks; a set lookup gives the same matches.
+    """
+    if len(children) < 2:
+        return None
+    groups: dict[str, tuple[Callable[[Any], Any], str, set[Any]]] = {}
+    for child in children:
+        node = _lower_keys(child)
+        operator, field = node.get("operator"), node.get("field")
+        if not isinstance(operator, str) or operator.lower() != "equal" or not isinstance(field, str):
+            return None
+        getter, kind = _resolve_field(field, fields)
+        target = node["values"] if node.get("values") is not None else node.get("value")
+        if kind == "dict" or isinstance(target, (list, dict)):
+            return None
+        _, _, wanted = groups.setdefault(field.lower(), (getter, kind, set()))
+        wanted.add(_coerce(target, kind, field))
+    lookups = list(groups.values())
+
+    def any_equal(obj: Any) -> bool:
+        for getter, kind, wanted in lookups:
+            value = _normalise_field_value(getter(obj), kind)
+            if isinstance(value, list):
+                if any(v in wanted for v in value):
+                    return True
+            elif not isinstance(value, dict) and value in wanted:
+                return True
+        return False
+
+    return any_equal
+
+
 def compile_filter(data: Any, fields: Mapping[str, FieldDef[Any]], depth: int = 0) -> Predicate[Any]:
     """Compile a filter JSON object into a predicate; ``None`` matches everything."""
     if data is None:
@@ -227,6 +262,9 @@ def compile_filter(data: Any, fields: Mapping[str, FieldDef[Any]], depth: int = 
         predicates = [compile_filter(child, fields, depth + 1) for child in children]
         if op_key == "and":
             return lambda obj: all(p(obj) for p in predicates)
+        fast = _or_of_equals(children, fields)
+        if fast is not None:
+            return fast
         return lambda obj: any(p(obj) for p in predicates)
     if op_key not in LEAF_OPERATORS:
         raise _problem(f"Unknown filter operator '{operator}'.")

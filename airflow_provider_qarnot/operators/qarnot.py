@@ -1,0 +1,406 @@
+"""`QarnotSubmitTaskOperator`: submit a Qarnot task (or reattach to an earlier try's), wait for it, report it."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator, conf
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from airflow_provider_qarnot.client import states
+from airflow_provider_qarnot.client.spec import ResourceBucket, TaskSpec
+from airflow_provider_qarnot.client.task import QTask
+from airflow_provider_qarnot.hooks.qarnot import DEFAULT_CONN_ID, QarnotHook, TaskInstanceIdentity
+from airflow_provider_qarnot.links.qarnot import XCOM_TASK_URL, XCOM_TASK_UUID, QarnotTaskLink
+from airflow_provider_qarnot.triggers.qarnot import (
+    DEFERRAL_BACKSTOP,
+    EVENT_STATUSES,
+    QarnotTaskTrigger,
+    shared_polling_default,
+)
+from airflow_provider_qarnot.utils.errors import airflow_errors, task_outcome_exception, task_outcome_message
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+#: Bounds on the waiting parameters: a poll interval over an hour, or a huge log tail, is a typo, not a choice.
+MAX_POLL_INTERVAL = 3600.0
+MAX_LOG_TAIL_LINES = 10_000
+
+#: TaskSpec fields the operator exposes under the same name (`resources` is stored as `qarnot_resources`,
+#: because `BaseOperator.resources` is Airflow's own CPU/RAM hint).
+SPEC_FIELDS: tuple[str, ...] = tuple(f for f in TaskSpec.field_names() if f not in ("name", "resources"))
+JSON_FIELDS = (
+    "constants",
+    "constraints",
+    "tags",
+    "labels",
+    "qarnot_resources",
+    "hardware_constraints",
+    "depends_on",
+    "secrets_access",
+)
+
+
+def seconds(value: Any, argument: str, *, allow_none: bool = True, maximum: float | None = None) -> float | None:
+    """A positive number of seconds from a number or a timedelta; AirflowFailException names `argument`."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    elif isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise AirflowFailException(
+                f"{argument} must be a number of seconds or a timedelta, got {value!r}"
+            ) from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise AirflowFailException(f"{argument} must be a positive number of seconds or a timedelta, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise AirflowFailException(f"{argument} must be at most {maximum:g} seconds, got {value!r}")
+    return float(value)
+
+
+class QarnotSubmitTaskOperator(BaseOperator):
+    """Run a Qarnot task: submit it (or reattach on retry), wait for it, log its stdout, download its results.
+
+    Task fields (all templated; see `TaskSpec` for their meaning): `name` (default `<dag_id>.<task_id>`),
+    `profile`, `instance_count` or `advanced_ranges`, `constants`, `constraints`, `tags`, `labels`,
+    `resources` (bucket names or `{"bucket_name", "prefix", "strip_prefix"}`), `result_bucket`,
+    `results_bucket_prefix`, `hardware_constraints`, `scheduling_type`, `pool_uuid`, `job_uuid`,
+    `shortname`, `depends_on`, `max_retries_per_instance`, `max_total_retries`, results/snapshot
+    white/blacklists, `completion_ttl`, `max_time_queue_seconds`, `secrets_access` and the rest.
+
+    :param qarnot_conn_id: the Airflow connection of type `qarnot`.
+    :param wait_for_completion: wait until the Qarnot task is final (else return its uuid at once).
+    :param deferrable: wait in the triggerer instead of holding a worker slot.
+    :param poll_interval: seconds (or timedelta) between state checks.
+    :param timeout: seconds (or timedelta) the Qarnot task may take from the start of this try; past it,
+        the task is aborted and the Airflow task fails with a timeout message. None: no limit.
+    :param cancel_on_kill: abort the Qarnot task when the Airflow task is killed, marked or cleared.
+    :param reattach_on_retry: on a retry, attach to this task instance's still-running Qarnot task or
+        take its successful one, instead of submitting a second task.
+    :param download_results_to: a local directory (templated) to download the results into on success.
+    :param log_tail_lines: how many last lines of stdout go to the task log when the Qarnot task ends.
+    :param shared_polling: let the trigger poll through the shared poller (default `[qarnot] shared_polling`).
+    """
+
+    template_fields: Sequence[str] = (
+        "qarnot_conn_id",
+        "name",
+        "qarnot_resources",
+        *SPEC_FIELDS,
+        "download_results_to",
+    )
+    template_fields_renderers = dict.fromkeys(JSON_FIELDS, "json")
+    operator_extra_links = (QarnotTaskLink(),)
+    ui_color = "#fbe3c0"
+
+    def __init__(
+        self,
+        *,
+        qarnot_conn_id: str = DEFAULT_CONN_ID,
+        name: str | None = None,
+        profile: str | None = None,
+        instance_count: int | str | None = None,
+        advanced_ranges: str | None = None,
+        constants: Mapping[str, str] | None = None,
+        constraints: Mapping[str, str] | None = None,
+        tags: Sequence[str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        resources: Sequence[str | Mapping[str, Any] | ResourceBucket] | None = None,
+        result_bucket: str | None = None,
+        results_bucket_prefix: str | None = None,
+        hardware_constraints: Sequence[Mapping[str, Any]] | None = None,
+        scheduling_type: str | None = None,
+        pool_uuid: str | None = None,
+        job_uuid: str | None = None,
+        project_uuid: str | None = None,
+        shortname: str | None = None,
+        depends_on: Sequence[str] | None = None,
+        max_retries_per_instance: int | None = None,
+        max_total_retries: int | None = None,
+        results_whitelist: str | None = None,
+        results_blacklist: str | None = None,
+        snapshot_whitelist: str | None = None,
+        snapshot_blacklist: str | None = None,
+        auto_delete: bool = False,
+        completion_ttl: timedelta | str | None = None,
+        max_time_queue_seconds: int | None = None,
+        secrets_access: Mapping[str, Any] | None = None,
+        results_cache_ttl_sec: int | None = None,
+        default_resources_cache_ttl_sec: int | None = None,
+        targeted_reservation_name: str | None = None,
+        upload_results_on_cancellation: bool | None = None,
+        wait_for_pool_resources_synchronization: bool | None = None,
+        export_credentials: bool = False,
+        wait_for_completion: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float | timedelta = 10.0,
+        timeout: float | timedelta | None = None,
+        cancel_on_kill: bool = True,
+        reattach_on_retry: bool = True,
+        download_results_to: str | None = None,
+        log_tail_lines: int = 50,
+        shared_polling: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.qarnot_conn_id = qarnot_conn_id
+        self.name = name
+        self.profile = profile
+        self.instance_count = instance_count
+        self.advanced_ranges = advanced_ranges
+        self.constants = constants
+        self.constraints = constraints
+        self.tags = tags
+        self.labels = labels
+        self.qarnot_resources = resources
+        self.result_bucket = result_bucket
+        self.results_bucket_prefix = results_bucket_prefix
+        self.hardware_constraints = hardware_constraints
+        self.scheduling_type = scheduling_type
+        self.pool_uuid = pool_uuid
+        self.job_uuid = job_uuid
+        self.project_uuid = project_uuid
+        self.shortname = shortname
+        self.depends_on = depends_on
+        self.max_retries_per_instance = max_retries_per_instance
+        self.max_total_retries = max_total_retries
+        self.results_whitelist = results_whitelist
+        self.results_blacklist = results_blacklist
+        self.snapshot_whitelist = snapshot_whitelist
+        self.snapshot_blacklist = snapshot_blacklist
+        self.auto_delete = auto_delete
+        self.completion_ttl = completion_ttl
+        self.max_time_queue_seconds = max_time_queue_seconds
+        self.secrets_access = secrets_access
+        self.results_cache_ttl_sec = results_cache_ttl_sec
+        self.default_resources_cache_ttl_sec = default_resources_cache_ttl_sec
+        self.targeted_reservation_name = targeted_reservation_name
+        self.upload_results_on_cancellation = upload_results_on_cancellation
+        self.wait_for_pool_resources_synchronization = wait_for_pool_resources_synchronization
+        self.export_credentials = export_credentials
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.cancel_on_kill = cancel_on_kill
+        self.reattach_on_retry = reattach_on_retry
+        self.download_results_to = download_results_to
+        self.log_tail_lines = log_tail_lines
+        self.shared_polling = shared_polling
+        self._task_uuid: str | None = None
+        self._streamed = False
+
+    @cached_property
+    def hook(self) -> QarnotHook:
+        """The hook of `qarnot_conn_id` (built on first use, after templates are rendered)."""
+        return QarnotHook(self.qarnot_conn_id)
+
+    # ------------------------------------------------------------------ arguments
+
+    def build_spec(self, context: Context) -> TaskSpec:
+        """The validated task spec, tagged and labelled with this task instance; AirflowFailException names a bad field.
+
+        Called before any API call, after templates are rendered.
+        """
+        identity = TaskInstanceIdentity.from_context(context)
+        fields: dict[str, Any] = {f: getattr(self, f) for f in SPEC_FIELDS}
+        fields["resources"] = self.qarnot_resources
+        for key in JSON_FIELDS:
+            spec_key = "resources" if key == "qarnot_resources" else key
+            fields[spec_key] = _decode_json(fields[spec_key], key)
+        if isinstance(fields["instance_count"], str) and fields["instance_count"].strip().isdigit():
+            fields["instance_count"] = int(fields["instance_count"])
+        for key in ("constants", "constraints", "labels", "secrets_access"):
+            if fields[key] is None:
+                fields.pop(key)
+        for key in ("tags", "resources", "hardware_constraints", "depends_on"):
+            if fields[key] is None:
+                fields[key] = ()
+        default_name = f"{identity.dag_id}.{identity.task_id}"
+        if identity.map_index >= 0:
+            default_name += f"[{identity.map_index}]"
+        fields["name"] = self.name if self.name is not None else default_name
+        if isinstance(fields["tags"], list | tuple):
+            fields["tags"] = [*fields["tags"], identity.tag]
+        user_labels = fields.get("labels")
+        if user_labels is None or isinstance(user_labels, Mapping):
+            try_number = getattr(context["ti"], "try_number", None)
+            fields["labels"] = {**(user_labels or {}), **identity.labels(try_number)}
+        spec = TaskSpec(**fields)
+        try:
+            spec.validate()
+        except ValueError as exc:
+            raise AirflowFailException(f"Invalid Qarnot task argument: {exc}") from exc
+        return spec
+
+    def check_arguments(self) -> tuple[float, float | None]:
+        """Check the waiting arguments; returns (poll_interval, timeout) in seconds."""
+        poll = seconds(self.poll_interval, "poll_interval", allow_none=False, maximum=MAX_POLL_INTERVAL)
+        assert poll is not None
+        timeout = seconds(self.timeout, "timeout")
+        lines = self.log_tail_lines
+        if isinstance(lines, bool) or not isinstance(lines, int) or not 0 <= lines <= MAX_LOG_TAIL_LINES:
+            raise AirflowFailException(
+                f"log_tail_lines must be an integer from 0 to {MAX_LOG_TAIL_LINES}, got {lines!r}"
+            )
+        if self.download_results_to is not None:
+            if not isinstance(self.download_results_to, str) or not self.download_results_to.strip():
+                raise AirflowFailException(
+                    f"download_results_to must be a directory path, got {self.download_results_to!r}"
+                )
+            if not self.wait_for_completion:
+                raise AirflowFailException("download_results_to needs wait_for_completion=True")
+        if self.deferrable and not self.wait_for_completion:
+            self.log.warning("deferrable=True has no effect with wait_for_completion=False")
+        return poll, timeout
+
+    # ------------------------------------------------------------------ execution
+
+    def execute(self, context: Context) -> str:
+        """Submit or reattach, publish the uuid and console URL, then wait here or in the triggerer."""
+        poll_interval, timeout = self.check_arguments()
+        spec = self.build_spec(context)
+        deadline = None if timeout is None else time.time() + timeout
+        identity = TaskInstanceIdentity.from_context(context)
+        hook = self.hook
+        with airflow_errors(f"Submitting Qarnot task {spec.name!r}"):
+            task, decision = hook.submit_or_reattach(
+                spec, identity, first_try=_first_try(context, self.retries), reattach=self.reattach_on_retry
+            )
+        uuid = str(task.uuid)
+        self._task_uuid = uuid
+        if decision.action == "submit":
+            self.log.info("Submitted Qarnot task %s (%s; %s)", uuid, spec.name, decision.reason)
+        else:
+            self.log.info("Reattached to Qarnot task %s instead of submitting: %s", uuid, decision.reason)
+        url = hook.task_url(uuid)
+        context["ti"].xcom_push(key=XCOM_TASK_UUID, value=uuid)
+        context["ti"].xcom_push(key=XCOM_TASK_URL, value=url)
+        self.log.info("Qarnot task %s is %s: %s", uuid, task.state, url)
+        if not self.wait_for_completion:
+            return uuid
+        if states.is_final(task.state):
+            return self._finish(hook, task)
+        if self.deferrable:
+            shared = shared_polling_default() if self.shared_polling is None else self.shared_polling
+            self.defer(
+                trigger=QarnotTaskTrigger(
+                    task_uuid=uuid,
+                    qarnot_conn_id=self.qarnot_conn_id,
+                    deadline=deadline,
+                    poll_interval=poll_interval,
+                    cancel_on_kill=self.cancel_on_kill,
+                    shared_polling=shared,
+                ),
+                method_name="execute_complete",
+                timeout=None if timeout is None else timedelta(seconds=timeout + DEFERRAL_BACKSTOP + poll_interval),
+            )
+        return self._wait_here(hook, task, poll_interval, deadline)
+
+    def _wait_here(self, hook: QarnotHook, task: QTask, poll_interval: float, deadline: float | None) -> str:
+        """Wait on the worker, streaming new stdout to the task log at every poll."""
+        self._streamed = True
+        remaining = None if deadline is None else max(0.0, deadline - time.time())
+        with airflow_errors(f"Waiting for Qarnot task {task.uuid}"):
+            finished = task.wait(timeout=remaining, poll_interval=poll_interval, on_poll=self._stream_stdout)
+        if not finished:
+            self._abort_quietly(str(task.uuid))
+            raise AirflowException(
+                f"Timeout: Qarnot task {task.uuid} was still {task.state} after {self.timeout}; it was aborted"
+            )
+        return self._finish(hook, task)
+
+    def _stream_stdout(self, task: QTask) -> None:
+        """Log the stdout written since the last poll."""
+        self._log_stdout(task, lambda: self.hook.fresh_stdout(task))
+
+    def _log_tail(self, hook: QarnotHook, task: QTask) -> None:
+        """Log the last `log_tail_lines` lines of stdout (unless they were streamed already)."""
+        if not self._streamed and self.log_tail_lines > 0:
+            self._log_stdout(task, lambda: hook.stdout_tail(task, self.log_tail_lines), tail=True)
+
+    def _log_stdout(self, task: QTask, read: Callable[[], list[str]], tail: bool = False) -> None:
+        """Copy stdout lines to the task log; a failure to read them never fails the task."""
+        try:
+            lines = read()
+        except Exception as exc:
+            self.log.warning("Could not read the stdout of Qarnot task %s: %s", task.uuid, exc)
+            return
+        if tail and lines:
+            self.log.info("Last %d line(s) of the stdout of Qarnot task %s:", len(lines), task.uuid)
+        for line in lines:
+            self.log.info("[qarnot %s] %s", task.uuid, line)
+
+    def _finish(self, hook: QarnotHook, task: QTask) -> str:
+        """Report a final task: log its stdout tail, then download its results or raise its failure."""
+        summary = task.summary
+        assert summary is not None
+        self._log_tail(hook, task)
+        if not states.is_success(summary.state):
+            raise task_outcome_exception(summary)
+        self.log.info(task_outcome_message(summary))
+        if self.download_results_to:
+            with airflow_errors(f"Downloading the results of Qarnot task {task.uuid}"):
+                files = hook.download_results(task, self.download_results_to)
+            self.log.info("Downloaded %d result file(s) to %s", len(files), self.download_results_to)
+        return str(task.uuid)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
+        """Resume after the trigger's event: finish on a final state, abort and fail on timeout, fail on error."""
+        if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES or not event.get("task_uuid"):
+            raise AirflowException(f"Unexpected event from the Qarnot trigger: {event!r}")
+        uuid = str(event["task_uuid"])
+        self._task_uuid = uuid
+        status = event["status"]
+        if status == "timeout":
+            self._abort_quietly(uuid)
+            raise AirflowException(f"{event.get('message') or 'Timeout'}; the Qarnot task was aborted")
+        if status == "error":
+            raise AirflowException(f"Waiting for Qarnot task {uuid} failed: {event.get('message')}")
+        hook = self.hook
+        with airflow_errors(f"Reading Qarnot task {uuid}"):
+            task = hook.get_task(uuid)
+        if not states.is_final(task.state):  # the event said final: trust it over a stale read
+            raise AirflowException(event.get("message") or f"Qarnot task {uuid} ended with status {status}")
+        return self._finish(hook, task)
+
+    def _abort_quietly(self, uuid: str) -> None:
+        try:
+            QarnotHook(self.qarnot_conn_id, settings=self.hook.settings).abort_task(uuid)
+        except Exception as exc:
+            self.log.warning("Could not abort Qarnot task %s: %s", uuid, exc)
+
+    def on_kill(self) -> None:
+        """The worker is killing this task (SIGTERM, execution_timeout): abort the Qarnot task if asked to."""
+        if self.cancel_on_kill and self._task_uuid:
+            self._abort_quietly(self._task_uuid)
+
+
+def _decode_json(value: Any, argument: str) -> Any:
+    """A JSON-ish argument given as a rendered JSON string (e.g. from a template) is decoded."""
+    if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise AirflowFailException(f"{argument} is a string that is not valid JSON: {value[:200]!r}") from None
+    return value
+
+
+def _first_try(context: Context, retries: int | None) -> int | None:
+    """The first try number of the current run of this task instance (a clear starts a new run)."""
+    max_tries = getattr(context["ti"], "max_tries", None)
+    if not isinstance(max_tries, int) or isinstance(max_tries, bool):
+        return None
+    return max(1, max_tries - int(retries or 0) + 1)
+
+
+__all__ = ["QarnotSubmitTaskOperator"]

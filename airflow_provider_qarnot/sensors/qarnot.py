@@ -1,0 +1,139 @@
+"""`QarnotTaskSensor`: wait for an existing Qarnot task to end, in poke, reschedule or deferrable mode."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+from airflow.sdk.exceptions import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+)
+
+from airflow_provider_qarnot.client import states
+from airflow_provider_qarnot.hooks.qarnot import DEFAULT_CONN_ID, QarnotHook
+from airflow_provider_qarnot.links.qarnot import XCOM_TASK_URL, XCOM_TASK_UUID, QarnotTaskLink
+from airflow_provider_qarnot.triggers.qarnot import (
+    DEFERRAL_BACKSTOP,
+    EVENT_STATUSES,
+    QarnotTaskTrigger,
+    shared_polling_default,
+)
+from airflow_provider_qarnot.utils.errors import airflow_errors, task_outcome_exception
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class QarnotTaskSensor(BaseSensorOperator):
+    """Succeed when a Qarnot task reaches Success; fail when it ends in Failure or Cancelled.
+
+    A failed or cancelled task fails the sensor without retry (the task cannot change any more) and
+    with the Qarnot errors in the message; `soft_fail=True` turns that, and a timeout, into a skip.
+    The sensor never aborts the task it watches.
+
+    :param task_uuid: the Qarnot task (templated; typically `{{ ti.xcom_pull(task_ids='submit') }}`).
+    :param qarnot_conn_id: the Airflow connection of type `qarnot`.
+    :param deferrable: wait in the triggerer (through `QarnotTaskTrigger`) instead of poking.
+    :param shared_polling: let the trigger poll through the shared poller (default `[qarnot] shared_polling`).
+    `poke_interval`, `timeout`, `mode` ("poke" or "reschedule") and `soft_fail` are the usual sensor arguments.
+    """
+
+    template_fields: Sequence[str] = ("task_uuid", "qarnot_conn_id")
+    operator_extra_links = (QarnotTaskLink(),)
+    ui_color = "#fbe3c0"
+
+    def __init__(
+        self,
+        *,
+        task_uuid: str,
+        qarnot_conn_id: str = DEFAULT_CONN_ID,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        shared_polling: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.task_uuid = task_uuid
+        self.qarnot_conn_id = qarnot_conn_id
+        self.deferrable = deferrable
+        self.shared_polling = shared_polling
+
+    @cached_property
+    def hook(self) -> QarnotHook:
+        """The hook of `qarnot_conn_id` (built on first use, after templates are rendered)."""
+        return QarnotHook(self.qarnot_conn_id)
+
+    def _uuid(self) -> str:
+        if not isinstance(self.task_uuid, str) or not self.task_uuid.strip():
+            raise AirflowFailException(f"task_uuid must be a non-empty Qarnot task uuid, got {self.task_uuid!r}")
+        return self.task_uuid.strip()
+
+    def execute(self, context: Context) -> Any:
+        """Publish the console URL, then poke (or reschedule) like any sensor, or defer after one poke."""
+        uuid = self._uuid()
+        with airflow_errors("Reading the Qarnot connection"):
+            url = self.hook.task_url(uuid)
+        context["ti"].xcom_push(key=XCOM_TASK_UUID, value=uuid)
+        context["ti"].xcom_push(key=XCOM_TASK_URL, value=url)
+        if not self.deferrable:
+            return super().execute(context)
+        if not self.poke_interval > 0:
+            raise AirflowFailException("poke_interval must be positive for a deferrable QarnotTaskSensor")
+        try:
+            done = self.poke(context)
+        except AirflowException as exc:  # the base class's soft_fail/never_fail rules, for the first poke
+            if self.soft_fail or self.never_fail:
+                raise AirflowSkipException(
+                    f"Skipping ({'soft_fail' if self.soft_fail else 'never_fail'}): {exc}"
+                ) from exc
+            raise
+        if done:
+            return uuid
+        shared = shared_polling_default() if self.shared_polling is None else self.shared_polling
+        self.defer(
+            trigger=QarnotTaskTrigger(
+                task_uuid=uuid,
+                qarnot_conn_id=self.qarnot_conn_id,
+                deadline=time.time() + self.timeout,
+                poll_interval=self.poke_interval,
+                cancel_on_kill=False,
+                shared_polling=shared,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout + DEFERRAL_BACKSTOP + self.poke_interval),
+        )
+
+    def poke(self, context: Context) -> bool | PokeReturnValue:
+        """One state check: done on Success, AirflowFailException on Failure or Cancelled, else not yet."""
+        uuid = self._uuid()
+        with airflow_errors(f"Reading Qarnot task {uuid}"):
+            summary = self.hook.get_summary(uuid)
+        if states.is_success(summary.state):
+            self.log.info("Qarnot task %s succeeded", uuid)
+            return PokeReturnValue(is_done=True, xcom_value=uuid)
+        if states.is_final(summary.state):
+            raise task_outcome_exception(summary, retryable=False)
+        self.log.info("Qarnot task %s is %s", uuid, summary.state)
+        return False
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
+        """Resume after the trigger's event."""
+        if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
+            raise AirflowException(f"Unexpected event from the Qarnot trigger: {event!r}")
+        status, message = event["status"], str(event.get("message") or "")
+        if status == "success":
+            return str(event.get("task_uuid") or self.task_uuid)
+        if status == "timeout":
+            raise AirflowSensorTimeout(f"Sensor timed out: {message}")
+        if status == "error":
+            raise AirflowException(f"Watching Qarnot task {event.get('task_uuid')} failed: {message}")
+        raise AirflowFailException(message)
+
+
+__all__ = ["QarnotTaskSensor"]

@@ -1,0 +1,241 @@
+"""`QarnotTaskTrigger`: waits in the triggerer until a Qarnot task is final, its deadline passes, or polling fails."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import conf
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_qarnot.client import states
+from airflow_provider_qarnot.client.exceptions import MissingTaskException
+from airflow_provider_qarnot.client.models import TaskSummary
+from airflow_provider_qarnot.hooks import DEFAULT_CONN_ID
+from airflow_provider_qarnot.triggers.poller import POLL_RETRY, Watch, WatchOutcome, get_poller
+from airflow_provider_qarnot.utils.errors import describe, is_transient, task_outcome_message
+
+if TYPE_CHECKING:
+    from airflow_provider_qarnot.hooks.qarnot import QarnotConnectionSettings, QarnotHook
+
+# The triggerer imports this module on its event loop, so it stays light: the hook module (and with it
+# `requests`, about 0.3 s to import) is loaded in a worker thread the first time a trigger runs.
+_HOOK_MODULE = "airflow_provider_qarnot.hooks.qarnot"
+
+#: The event status of each final state (any other state never ends the wait).
+STATUS_BY_STATE: dict[str, str] = {
+    states.SUCCESS: "success",
+    states.FAILURE: "failure",
+    states.CANCELLED: "cancelled",
+}
+EVENT_STATUSES = ("success", "failure", "cancelled", "timeout", "error")
+DEFAULT_MAX_CONSECUTIVE_ERRORS = 20
+#: How much later than the trigger's own deadline Airflow's deferral timeout fires (so our timeout event wins).
+DEFERRAL_BACKSTOP = 120.0
+
+
+def shared_polling_default() -> bool:
+    """`[qarnot] shared_polling` (default True): whether new triggers poll through the shared poller."""
+    return conf.getboolean("qarnot", "shared_polling", fallback=True)
+
+
+def task_event(
+    status: str, task_uuid: str, state: str | None, message: str, errors: list[str] | None = None
+) -> dict[str, Any]:
+    """The one event shape: `{"status", "task_uuid", "state", "message", "errors"}` (JSON-native)."""
+    return {"status": status, "task_uuid": task_uuid, "state": state, "message": message, "errors": errors or []}
+
+
+def final_event(summary: TaskSummary) -> dict[str, Any]:
+    """The event for a task in a final state."""
+    errors = [str(e) for e in summary.errors]
+    errors += [f"instance {i.instance_id}: {i.error or i.state}" for i in summary.instances if not i.succeeded]
+    status = STATUS_BY_STATE[states.normalize_state(summary.state) or ""]
+    return task_event(status, summary.uuid, summary.state, task_outcome_message(summary), errors)
+
+
+class QarnotTaskTrigger(BaseTrigger):
+    """Fire one event when a Qarnot task ends (success/failure/cancelled), its deadline passes, or polling fails.
+
+    :param task_uuid: the Qarnot task to watch.
+    :param qarnot_conn_id: the Airflow connection (read once per run, asynchronously; never the token itself).
+    :param deadline: wall-clock epoch seconds after which a `timeout` event fires (None: no deadline).
+    :param poll_interval: seconds between state checks.
+    :param cancel_on_kill: abort the task when a user marks the deferred task failed/success or clears it.
+    :param shared_polling: poll through the loop's shared poller (one batched request for all triggers
+        of the connection) instead of one `GET /tasks/{uuid}` per trigger.
+    :param max_consecutive_errors: failed polls in a row, of a transient kind, before an `error` event.
+    """
+
+    def __init__(
+        self,
+        task_uuid: str,
+        qarnot_conn_id: str = DEFAULT_CONN_ID,
+        deadline: float | None = None,
+        poll_interval: float = 10.0,
+        cancel_on_kill: bool = True,
+        shared_polling: bool = True,
+        max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        if not isinstance(task_uuid, str) or not task_uuid:
+            raise ValueError("task_uuid must be a non-empty string")
+        if not poll_interval > 0:
+            raise ValueError(f"poll_interval must be positive, got {poll_interval!r}")
+        if max_consecutive_errors < 1:
+            raise ValueError("max_consecutive_errors must be at least 1")
+        self.task_uuid = task_uuid
+        self.qarnot_conn_id = qarnot_conn_id
+        self.deadline = None if deadline is None else float(deadline)
+        self.poll_interval = float(poll_interval)
+        self.cancel_on_kill = bool(cancel_on_kill)
+        self.shared_polling = bool(shared_polling)
+        self.max_consecutive_errors = int(max_consecutive_errors)
+        self._hook: QarnotHook | None = None
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """The class path and exactly the constructor's kwargs (small, JSON-native, no secret)."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "task_uuid": self.task_uuid,
+                "qarnot_conn_id": self.qarnot_conn_id,
+                "deadline": self.deadline,
+                "poll_interval": self.poll_interval,
+                "cancel_on_kill": self.cancel_on_kill,
+                "shared_polling": self.shared_polling,
+                "max_consecutive_errors": self.max_consecutive_errors,
+            },
+        )
+
+    def _remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.time()
+
+    async def _get_hook(self) -> QarnotHook:
+        if self._hook is None:
+            hook_class = (await asyncio.to_thread(importlib.import_module, _HOOK_MODULE)).QarnotHook
+            settings = await hook_class.aget_settings(self.qarnot_conn_id)
+            self._hook = hook_class(self.qarnot_conn_id, settings=settings, retry=POLL_RETRY)
+        return self._hook
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll until there is something to report, then yield exactly one event."""
+        try:
+            hook = await self._get_hook()
+        except Exception as exc:
+            message = f"Cannot read the Qarnot connection: {describe(exc)}"
+            yield TriggerEvent(task_event("error", self.task_uuid, None, message))  # type: ignore[no-untyped-call]
+            return
+        mode = "the shared poller" if self.shared_polling else "its own polling"
+        self.log.info("Waiting for Qarnot task %s (%s, every %ss)", self.task_uuid, mode, self.poll_interval)
+        event = await self._wait(hook)
+        self.log.info("Qarnot task %s: %s", self.task_uuid, event["message"])
+        yield TriggerEvent(event)  # type: ignore[no-untyped-call]
+
+    async def _wait(self, hook: QarnotHook) -> dict[str, Any]:
+        while True:
+            if self.shared_polling:
+                outcome = await self._wait_shared(hook.settings)
+            else:
+                outcome = await self._wait_direct(hook)
+            if outcome is None:
+                return await self._timeout_event(hook)
+            if outcome.kind == "final" and outcome.summary is not None:
+                return final_event(outcome.summary)
+            if outcome.kind == "error":
+                return task_event("error", self.task_uuid, None, outcome.message)
+            # Missing from a batch: confirm with one direct read before reporting anything.
+            try:
+                summary = await asyncio.to_thread(hook.get_summary, self.task_uuid)
+            except MissingTaskException:
+                return task_event("error", self.task_uuid, None, f"Qarnot task {self.task_uuid} no longer exists")
+            except Exception as exc:
+                if not is_transient(exc):
+                    return task_event("error", self.task_uuid, None, f"Reading the task failed: {describe(exc)}")
+                continue
+            if states.is_final(summary.state):
+                return final_event(summary)
+
+    async def _wait_shared(self, settings: QarnotConnectionSettings) -> WatchOutcome | None:
+        poller = get_poller(settings)
+        watch: Watch = poller.watch(self.task_uuid, self.poll_interval, self.max_consecutive_errors)
+        try:
+            return await watch.wait(self._remaining())
+        finally:
+            poller.unwatch(watch)
+
+    async def _wait_direct(self, hook: QarnotHook) -> WatchOutcome | None:
+        """Per-task polling: one `GET /tasks/{uuid}` per interval (the baseline shared polling is measured against).
+
+        The reads feed a private `Watch`, so failures are judged exactly as the shared poller judges them.
+        """
+        watch = Watch(self.task_uuid, self.poll_interval, self.max_consecutive_errors)
+        while not watch.done:
+            remaining = self._remaining()
+            if remaining is not None and remaining <= 0:
+                return None
+            await asyncio.sleep(self.poll_interval if remaining is None else min(self.poll_interval, remaining))
+            if remaining is not None and remaining <= self.poll_interval:
+                return None  # the deadline came first; _timeout_event reads the task one last time
+            try:
+                summary = await asyncio.to_thread(hook.get_summary, self.task_uuid)
+            except MissingTaskException:
+                watch.resolve(WatchOutcome("missing"))
+            except Exception as exc:
+                watch.on_error(exc)
+                if not watch.done:
+                    self.log.warning(
+                        "Polling Qarnot task %s failed (%d in a row): %s", self.task_uuid, watch.consecutive_errors, exc
+                    )
+            else:
+                watch.on_summary(summary)
+        return await watch.wait(0)
+
+    async def _timeout_event(self, hook: QarnotHook) -> dict[str, Any]:
+        """At the deadline, one last read: a task that ended just in time is reported as such."""
+        state: str | None = None
+        try:
+            summary = await asyncio.to_thread(hook.get_summary, self.task_uuid)
+        except Exception as exc:
+            self.log.warning("Last read of Qarnot task %s before timing out failed: %s", self.task_uuid, exc)
+        else:
+            if states.is_final(summary.state):
+                return final_event(summary)
+            state = summary.state
+        return task_event(
+            "timeout",
+            self.task_uuid,
+            state,
+            f"Timeout: Qarnot task {self.task_uuid} was still {state or 'unfinished'} at its deadline",
+        )
+
+    async def on_kill(self) -> None:
+        """A user marked the deferred task failed/success or cleared it: abort the Qarnot task (Airflow 3.3+).
+
+        Not called on triggerer restart, redistribution or normal completion, so running work survives those.
+        """
+        if not self.cancel_on_kill:
+            self.log.info("cancel_on_kill is off; leaving Qarnot task %s running", self.task_uuid)
+            return
+        hook = await self._get_hook()
+        aborted = await asyncio.to_thread(hook.abort_task, self.task_uuid)
+        self.log.info("Qarnot task %s %s", self.task_uuid, "aborted" if aborted else "was already over")
+
+    async def cleanup(self) -> None:
+        """Release the HTTP connections (never aborts anything: this runs on every exit, restarts included)."""
+        if self._hook is not None:
+            self._hook.close()
+
+
+__all__ = [
+    "DEFERRAL_BACKSTOP",
+    "EVENT_STATUSES",
+    "STATUS_BY_STATE",
+    "QarnotTaskTrigger",
+    "final_event",
+    "shared_polling_default",
+    "task_event",
+]

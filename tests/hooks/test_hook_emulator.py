@@ -1,0 +1,104 @@
+"""QarnotHook against the emulator over loopback HTTP: connection test, submit/reattach, abort, stdout, batch states."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from airflow_provider_qarnot.client import states
+from airflow_provider_qarnot.client.spec import TaskSpec
+from airflow_provider_qarnot.hooks.qarnot import QarnotHook, TaskInstanceIdentity
+from tests.conftest import QARNOT_TEST_TOKEN, qarnot_conn_json, requests_made
+
+IDENTITY = TaskInstanceIdentity("dag", "task", "run-1", -1)
+
+
+def _spec(command: str, try_number: int = 1, identity: TaskInstanceIdentity = IDENTITY) -> TaskSpec:
+    return TaskSpec(
+        name="t",
+        profile="docker-batch",
+        instance_count=1,
+        constants={"DOCKER_CMD": command},
+        tags=[identity.tag],
+        labels=identity.labels(try_number),
+    )
+
+
+def test_test_connection_ok(qarnot_conn: Any) -> None:
+    ok, message = QarnotHook().test_connection()
+    assert ok
+    assert qarnot_conn.api_url in message
+
+
+def test_test_connection_reports_a_bad_token_without_it(monkeypatch: pytest.MonkeyPatch, emu: Any) -> None:
+    wrong = "wrong-token-0123456789"
+    monkeypatch.setenv("AIRFLOW_CONN_QARNOT_BAD", qarnot_conn_json(emu.api_url, wrong))
+    ok, message = QarnotHook("qarnot_bad").test_connection()
+    assert not ok
+    assert "token" in message
+    assert wrong not in message
+    assert QARNOT_TEST_TOKEN not in message
+
+
+def test_test_connection_reports_a_bad_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_QARNOT_BAD", qarnot_conn_json("http://example.com"))
+    ok, message = QarnotHook("qarnot_bad").test_connection()
+    assert not ok
+    assert "plain http" in message
+
+
+def test_submit_then_reattach_then_reuse(qarnot_conn: Any) -> None:
+    hook = QarnotHook()
+    task, decision = hook.submit_or_reattach(_spec("sleep 1"), IDENTITY, first_try=1)
+    assert decision.action == "submit"
+    again, decision = hook.submit_or_reattach(_spec("sleep 1", 2), IDENTITY, first_try=1)
+    assert decision.action == "attach"
+    assert again.uuid == task.uuid
+    qarnot_conn.wait_for_task(task.uuid, timeout=20)
+    done, decision = hook.submit_or_reattach(_spec("sleep 1", 3), IDENTITY, first_try=1)
+    assert decision.action == "reuse"
+    assert done.uuid == task.uuid
+    assert done.state == states.SUCCESS
+    assert requests_made(qarnot_conn, "POST /tasks") == 1
+    fresh, decision = hook.submit_or_reattach(_spec("true", 4), IDENTITY, first_try=4)  # after a clear
+    assert decision.action == "submit"
+    assert fresh.uuid != task.uuid
+    off, decision = hook.submit_or_reattach(_spec("true", 4), IDENTITY, reattach=False)
+    assert decision.action == "submit"
+    assert off.uuid not in (task.uuid, fresh.uuid)
+
+
+def test_failed_earlier_try_is_resubmitted(qarnot_conn: Any) -> None:
+    hook = QarnotHook()
+    failed, _ = hook.submit_or_reattach(_spec("exit 3"), IDENTITY, first_try=1)
+    assert qarnot_conn.wait_for_task(failed.uuid, timeout=20)["state"] == states.FAILURE
+    retry, decision = hook.submit_or_reattach(_spec("true", 2), IDENTITY, first_try=1)
+    assert decision.action == "submit"
+    assert retry.uuid != failed.uuid
+
+
+def test_abort_task(qarnot_conn: Any) -> None:
+    hook = QarnotHook()
+    task = hook.submit_task(_spec("sleep 30"))
+    assert hook.abort_task(task.uuid) is True
+    assert qarnot_conn.wait_for_task(task.uuid, timeout=20)["state"] == states.CANCELLED
+    assert hook.abort_task(task.uuid) is False  # final: nothing sent
+    assert hook.abort_task("00000000-0000-0000-0000-000000000000") is False  # gone
+
+
+def test_stdout_tail_is_bounded(qarnot_conn: Any) -> None:
+    hook = QarnotHook()
+    task = hook.submit_task(_spec("for i in $(seq 1 30); do echo line-$i; done"))
+    qarnot_conn.wait_for_task(task.uuid, timeout=20)
+    assert hook.stdout_tail(task.uuid, 5) == [f"line-{i}" for i in range(26, 31)]
+    assert hook.stdout_tail(task.uuid, 0) == []
+
+
+def test_task_states_is_one_request_per_hundred_tasks(qarnot_conn: Any) -> None:
+    hook = QarnotHook()
+    uuids = [hook.submit_task(_spec("true")).uuid for _ in range(3)]
+    before = requests_made(qarnot_conn, "POST /tasks/paginate")
+    found = hook.task_states([*uuids, "00000000-0000-0000-0000-000000000000"])
+    assert set(found) == set(uuids)
+    assert requests_made(qarnot_conn, "POST /tasks/paginate") == before + 1

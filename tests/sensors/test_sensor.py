@@ -1,0 +1,106 @@
+"""QarnotTaskSensor in poke, reschedule and deferrable modes, in real DAG runs against the emulator."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow.sdk import DAG
+
+from airflow_provider_qarnot.client import states
+from airflow_provider_qarnot.client.spec import TaskSpec
+from airflow_provider_qarnot.hooks.qarnot import QarnotHook
+from airflow_provider_qarnot.operators.qarnot import QarnotSubmitTaskOperator
+from airflow_provider_qarnot.sensors.qarnot import QarnotTaskSensor
+from tests.conftest import ti_states, xcom_value
+
+START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+MODES: dict[str, dict[str, Any]] = {
+    "poke": {"mode": "poke"},
+    "reschedule": {"mode": "reschedule"},
+    "deferrable": {"deferrable": True},
+}
+
+
+def submit(command: str) -> str:
+    spec = TaskSpec(name="watched", profile="docker-batch", instance_count=1, constants={"DOCKER_CMD": command})
+    return str(QarnotHook().submit_task(spec).uuid)
+
+
+def test_sensor_succeeds_in_each_mode(qarnot_conn: Any, run_dag: Any) -> None:
+    """Each sensor watches a task its upstream submitted without waiting, so each really has to wait."""
+    with DAG("sensor_modes", schedule=None, start_date=START) as dag:
+        previous = None
+        for name, mode in MODES.items():
+            submit_task = QarnotSubmitTaskOperator(
+                task_id=f"submit_{name}",
+                profile="docker-batch",
+                instance_count=1,
+                constants={"DOCKER_CMD": "sleep 1.5"},
+                wait_for_completion=False,
+            )
+            sensor = QarnotTaskSensor(
+                task_id=f"sense_{name}",
+                task_uuid=f"{{{{ ti.xcom_pull(task_ids='submit_{name}') }}}}",
+                poke_interval=0.3,
+                timeout=60,
+                **mode,
+            )
+            if previous is not None:
+                previous >> submit_task
+            submit_task >> sensor
+            previous = sensor
+    dag_run = run_dag(dag)
+    assert set(ti_states(dag_run).values()) == {"success"}
+    for name in MODES:
+        uuid = xcom_value(dag_run, f"submit_{name}")
+        assert xcom_value(dag_run, f"sense_{name}") == uuid
+        assert xcom_value(dag_run, f"sense_{name}", "qarnot_task_url").endswith(uuid)
+        assert qarnot_conn.task(uuid)["state"] == states.SUCCESS
+
+
+def test_sensor_fails_with_the_qarnot_errors_or_skips_with_soft_fail(
+    qarnot_conn: Any, run_dag: Any, capfd: Any
+) -> None:
+    failing = submit("sleep 0.5; exit 5")
+    with DAG("sensor_failure", schedule=None, start_date=START) as dag:
+        for name, mode in MODES.items():
+            QarnotTaskSensor(task_id=f"fail_{name}", task_uuid=failing, poke_interval=0.3, retries=2, **mode)
+            QarnotTaskSensor(task_id=f"soft_{name}", task_uuid=failing, poke_interval=0.3, soft_fail=True, **mode)
+    dag_run = run_dag(dag)
+    logs = capfd.readouterr().out
+    result = ti_states(dag_run)
+    assert {result[f"fail_{m}"] for m in MODES} == {"failed"}
+    assert {result[f"soft_{m}"] for m in MODES} == {"skipped"}
+    assert "exit code 5" in logs
+    assert "instance 0" in logs
+
+
+def test_sensor_on_a_cancelled_task_fails(qarnot_conn: Any, run_dag: Any) -> None:
+    uuid = submit("sleep 30")
+    QarnotHook().abort_task(uuid)
+    with DAG("sensor_cancelled", schedule=None, start_date=START) as dag:
+        QarnotTaskSensor(task_id="poke", task_uuid=uuid, poke_interval=0.3)
+        QarnotTaskSensor(task_id="deferred", task_uuid=uuid, poke_interval=0.3, deferrable=True)
+    assert set(ti_states(run_dag(dag)).values()) == {"failed"}
+    assert states.is_final(qarnot_conn.task(uuid)["state"])
+
+
+def test_sensor_timeout(qarnot_conn: Any, run_dag: Any, capfd: Any) -> None:
+    uuid = submit("sleep 30")
+    with DAG("sensor_timeout", schedule=None, start_date=START) as dag:
+        QarnotTaskSensor(task_id="poke", task_uuid=uuid, poke_interval=0.3, timeout=1)
+        QarnotTaskSensor(task_id="deferred", task_uuid=uuid, poke_interval=0.3, timeout=1, deferrable=True)
+        QarnotTaskSensor(task_id="soft", task_uuid=uuid, poke_interval=0.3, timeout=1, deferrable=True, soft_fail=True)
+    dag_run = run_dag(dag)
+    assert ti_states(dag_run) == {"poke": "failed", "deferred": "failed", "soft": "skipped"}
+    assert "timed out" in capfd.readouterr().out
+    assert states.is_active(qarnot_conn.task(uuid)["state"])  # a sensor never aborts what it watches
+
+
+def test_unknown_task_uuid_fails_without_retry(qarnot_conn: Any, run_dag: Any) -> None:
+    with DAG("sensor_unknown", schedule=None, start_date=START) as dag:
+        QarnotTaskSensor(task_id="s", task_uuid="00000000-0000-0000-0000-000000000000", poke_interval=0.3, retries=3)
+        QarnotTaskSensor(task_id="empty", task_uuid="", poke_interval=0.3, retries=3)
+    dag_run = run_dag(dag)
+    assert ti_states(dag_run) == {"s": "failed", "empty": "failed"}

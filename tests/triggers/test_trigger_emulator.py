@@ -1,0 +1,150 @@
+"""QarnotTaskTrigger driving real emulator tasks: one event per outcome, on_kill, and cancellation safety."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from airflow_provider_qarnot.client import states
+from airflow_provider_qarnot.client.spec import TaskSpec
+from airflow_provider_qarnot.hooks.qarnot import QarnotHook
+from airflow_provider_qarnot.triggers.poller import active_pollers
+from airflow_provider_qarnot.triggers.qarnot import QarnotTaskTrigger
+from tests.conftest import qarnot_conn_json
+
+POLL = 0.2
+
+
+def submit(command: str, **fields: Any) -> str:
+    spec = TaskSpec(name="t", profile="docker-batch", instance_count=1, constants={"DOCKER_CMD": command}, **fields)
+    return str(QarnotHook().submit_task(spec).uuid)
+
+
+async def first_event(trigger: QarnotTaskTrigger, timeout: float = 30) -> dict[str, Any]:
+    return (await asyncio.wait_for(trigger.run().__anext__(), timeout)).payload
+
+
+@pytest.fixture(params=[True, False], ids=["shared", "per-task"])
+def shared(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+async def test_success(qarnot_conn: Any, shared: bool) -> None:
+    uuid = submit("echo ok")
+    event = await first_event(QarnotTaskTrigger(task_uuid=uuid, poll_interval=POLL, shared_polling=shared))
+    assert event == {
+        "status": "success",
+        "task_uuid": uuid,
+        "state": "Success",
+        "message": event["message"],
+        "errors": [],
+    }
+    assert "succeeded" in event["message"]
+
+
+async def test_failure(qarnot_conn: Any, shared: bool) -> None:
+    uuid = submit("echo bad >&2; exit 3")
+    event = await first_event(QarnotTaskTrigger(task_uuid=uuid, poll_interval=POLL, shared_polling=shared))
+    assert event["status"] == "failure"
+    assert event["state"] == states.FAILURE
+    assert event["errors"]
+    assert "instance 0" in event["message"]
+
+
+async def test_cancelled(qarnot_conn: Any, shared: bool) -> None:
+    uuid = submit("sleep 30")
+    waiting = asyncio.ensure_future(
+        first_event(QarnotTaskTrigger(task_uuid=uuid, poll_interval=POLL, shared_polling=shared))
+    )
+    await asyncio.sleep(0.5)
+    assert not waiting.done()
+    await asyncio.to_thread(QarnotHook().abort_task, uuid)
+    event = await waiting
+    assert event["status"] == "cancelled"
+    assert event["state"] == states.CANCELLED
+    assert "cancelled" in event["message"]
+
+
+async def test_timeout_leaves_the_task_to_the_operator(qarnot_conn: Any, shared: bool) -> None:
+    uuid = submit("sleep 30")
+    started = time.time()
+    trigger = QarnotTaskTrigger(task_uuid=uuid, deadline=started + 1.0, poll_interval=POLL, shared_polling=shared)
+    event = await first_event(trigger)
+    assert 1.0 <= time.time() - started < 5
+    assert event["status"] == "timeout"
+    assert event["message"].startswith("Timeout")
+    assert states.is_active(event["state"])
+    assert states.is_active(qarnot_conn.task(uuid)["state"])  # the trigger itself aborts nothing
+
+
+async def test_deleted_task_is_an_error(qarnot_conn: Any, shared: bool) -> None:
+    uuid = submit("sleep 30")
+    waiting = asyncio.ensure_future(
+        first_event(QarnotTaskTrigger(task_uuid=uuid, poll_interval=POLL, shared_polling=shared))
+    )
+    await asyncio.sleep(0.3)
+    await asyncio.to_thread(QarnotHook().get_conn().request, "DELETE", f"/tasks/{uuid}")
+    event = await waiting
+    assert event["status"] == "error"
+    assert "no longer exists" in event["message"]
+
+
+async def test_revoked_token_is_an_error_at_once(
+    monkeypatch: pytest.MonkeyPatch, qarnot_conn: Any, shared: bool
+) -> None:
+    uuid = submit("sleep 30")
+    monkeypatch.setenv("AIRFLOW_CONN_QARNOT_REVOKED", qarnot_conn_json(qarnot_conn.api_url, "revoked-token-000"))
+    trigger = QarnotTaskTrigger(
+        task_uuid=uuid, qarnot_conn_id="qarnot_revoked", poll_interval=POLL, shared_polling=shared
+    )
+    event = await first_event(trigger, timeout=10)
+    assert event["status"] == "error"
+    assert "token" in event["message"]
+    assert "revoked-token-000" not in event["message"]
+
+
+async def test_on_kill_aborts_the_task(qarnot_conn: Any, shared: bool) -> None:
+    uuid = submit("sleep 30")
+    trigger = QarnotTaskTrigger(task_uuid=uuid, poll_interval=POLL, shared_polling=shared)
+    running = asyncio.ensure_future(first_event(trigger))
+    await asyncio.sleep(0.5)
+    running.cancel()  # the triggerer cancels the run, then calls on_kill for a user action
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    await trigger.on_kill()
+    await trigger.cleanup()
+    final = await asyncio.to_thread(qarnot_conn.wait_for_task, uuid, 20)
+    assert final["state"] == states.CANCELLED
+
+
+async def test_cancellation_alone_aborts_nothing(qarnot_conn: Any, shared: bool) -> None:
+    """A triggerer restart or hand-over cancels the run (and calls cleanup) but not on_kill: the task must live."""
+    uuid = submit("sleep 30")
+    trigger = QarnotTaskTrigger(task_uuid=uuid, poll_interval=POLL, shared_polling=shared)
+    running = asyncio.ensure_future(first_event(trigger))
+    await asyncio.sleep(0.5)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    await trigger.cleanup()
+    await asyncio.sleep(0.5)
+    assert states.is_active(qarnot_conn.task(uuid)["state"])
+    assert "qarnot_default" not in active_pollers() or not active_pollers()["qarnot_default"].watched
+
+
+async def test_on_kill_respects_cancel_on_kill_false(qarnot_conn: Any) -> None:
+    uuid = submit("sleep 30")
+    trigger = QarnotTaskTrigger(task_uuid=uuid, poll_interval=POLL, cancel_on_kill=False)
+    await trigger.on_kill()
+    await asyncio.sleep(0.3)
+    assert states.is_active(qarnot_conn.task(uuid)["state"])
+
+
+async def test_on_kill_on_a_finished_task_is_harmless(qarnot_conn: Any) -> None:
+    uuid = submit("true")
+    await asyncio.to_thread(qarnot_conn.wait_for_task, uuid, 20)
+    await QarnotTaskTrigger(task_uuid=uuid).on_kill()
+    assert qarnot_conn.task(uuid)["state"] == states.SUCCESS
