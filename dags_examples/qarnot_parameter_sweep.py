@@ -50,7 +50,7 @@ with DAG(
         task_id="submit_sweep",
         profile="docker-batch",
         instance_count=INSTANCES,
-        resources=[{"bucket_name": BUCKET, "prefix": "code/", "strip_prefix": "code/"}],
+        resource_buckets=[{"bucket_name": BUCKET, "prefix": "code/", "strip_prefix": "code/"}],
         result_bucket=BUCKET,
         wait_for_completion=False,
         retries=1,

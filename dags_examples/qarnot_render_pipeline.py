@@ -66,7 +66,7 @@ On the emulator the same `DOCKER_CMD` runs on the host (the image is not used).
             "DOCKER_TAG": "3.11-slim",
             "DOCKER_CMD": "python3 renderer.py --scene scene.json",
         },
-        resources=[
+        resource_buckets=[
             {"bucket_name": RESOURCE_BUCKET, "prefix": RUN_PREFIX + "input/", "strip_prefix": RUN_PREFIX + "input/"}
         ],
         result_bucket=RESULT_BUCKET,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, task
@@ -16,7 +17,7 @@ INSTANCES = 6
 # Each instance fails FAILURE_PERCENT% of the time, like a node that is preempted or a flaky download.
 FLAKY_CMD = (
     "n=$(od -An -N1 -tu1 /dev/urandom | tr -d ' '); "
-    f'if [ $((n % 100)) -lt {FAILURE_PERCENT} ]; then echo "instance $INSTANCE_ID: transient failure" >&2; exit 1; fi; '
+    f'if [ $((n % 100)) -lt {FAILURE_PERCENT} ]; then echo "instance $INSTANCE_ID: transient failure"; exit 1; fi; '
     'echo "instance $INSTANCE_ID processed its batch"'
 )
 
@@ -50,6 +51,7 @@ with DAG(
         constants={"DOCKER_REPO": "library/debian", "DOCKER_TAG": "stable-slim", "DOCKER_CMD": FLAKY_CMD},
         max_retries_per_instance=3,
         retries=2,
+        retry_delay=timedelta(seconds=5),
         deferrable=True,
         poll_interval=2,
         timeout=600,

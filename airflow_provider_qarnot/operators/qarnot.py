@@ -32,15 +32,16 @@ if TYPE_CHECKING:
 MAX_POLL_INTERVAL = 3600.0
 MAX_LOG_TAIL_LINES = 10_000
 
-#: TaskSpec fields the operator exposes under the same name (`resources` is stored as `qarnot_resources`,
-#: because `BaseOperator.resources` is Airflow's own CPU/RAM hint).
+#: TaskSpec fields the operator exposes under the same name. The spec's `resources` is the operator's
+#: `resource_buckets`: `BaseOperator.resources` is Airflow's own CPU/RAM hint, and `.partial()`/`.expand()`
+#: hand a `resources` argument to Airflow's serializer as such.
 SPEC_FIELDS: tuple[str, ...] = tuple(f for f in TaskSpec.field_names() if f not in ("name", "resources"))
 JSON_FIELDS = (
     "constants",
     "constraints",
     "tags",
     "labels",
-    "qarnot_resources",
+    "resource_buckets",
     "hardware_constraints",
     "depends_on",
     "secrets_access",
@@ -72,7 +73,7 @@ class QarnotSubmitTaskOperator(BaseOperator):
 
     Task fields (all templated; see `TaskSpec` for their meaning): `name` (default `<dag_id>.<task_id>`),
     `profile`, `instance_count` or `advanced_ranges`, `constants`, `constraints`, `tags`, `labels`,
-    `resources` (bucket names or `{"bucket_name", "prefix", "strip_prefix"}`), `result_bucket`,
+    `resource_buckets` (bucket names or `{"bucket_name", "prefix", "strip_prefix"}`), `result_bucket`,
     `results_bucket_prefix`, `hardware_constraints`, `scheduling_type`, `pool_uuid`, `job_uuid`,
     `shortname`, `depends_on`, `max_retries_per_instance`, `max_total_retries`, results/snapshot
     white/blacklists, `completion_ttl`, `max_time_queue_seconds`, `secrets_access` and the rest.
@@ -94,7 +95,7 @@ class QarnotSubmitTaskOperator(BaseOperator):
     template_fields: Sequence[str] = (
         "qarnot_conn_id",
         "name",
-        "qarnot_resources",
+        "resource_buckets",
         *SPEC_FIELDS,
         "download_results_to",
     )
@@ -114,7 +115,7 @@ class QarnotSubmitTaskOperator(BaseOperator):
         constraints: Mapping[str, str] | None = None,
         tags: Sequence[str] | None = None,
         labels: Mapping[str, str] | None = None,
-        resources: Sequence[str | Mapping[str, Any] | ResourceBucket] | None = None,
+        resource_buckets: Sequence[str | Mapping[str, Any] | ResourceBucket] | None = None,
         result_bucket: str | None = None,
         results_bucket_prefix: str | None = None,
         hardware_constraints: Sequence[Mapping[str, Any]] | None = None,
@@ -151,6 +152,13 @@ class QarnotSubmitTaskOperator(BaseOperator):
         shared_polling: bool | None = None,
         **kwargs: Any,
     ) -> None:
+        airflow_resources = kwargs.get("resources")
+        if airflow_resources is not None and not isinstance(airflow_resources, Mapping):
+            # A list can only mean Qarnot buckets (Airflow's own `resources` is a mapping): accept it here.
+            # `.partial()`/`.expand()` cannot take it this way; they need `resource_buckets`.
+            if resource_buckets is not None:
+                raise TypeError("give the Qarnot resource buckets as resource_buckets=, not also as resources=")
+            resource_buckets = kwargs.pop("resources")
         super().__init__(**kwargs)
         self.qarnot_conn_id = qarnot_conn_id
         self.name = name
@@ -161,7 +169,7 @@ class QarnotSubmitTaskOperator(BaseOperator):
         self.constraints = constraints
         self.tags = tags
         self.labels = labels
-        self.qarnot_resources = resources
+        self.resource_buckets = resource_buckets
         self.result_bucket = result_bucket
         self.results_bucket_prefix = results_bucket_prefix
         self.hardware_constraints = hardware_constraints
@@ -213,9 +221,9 @@ class QarnotSubmitTaskOperator(BaseOperator):
         """
         identity = TaskInstanceIdentity.from_context(context)
         fields: dict[str, Any] = {f: getattr(self, f) for f in SPEC_FIELDS}
-        fields["resources"] = self.qarnot_resources
+        fields["resources"] = self.resource_buckets
         for key in JSON_FIELDS:
-            spec_key = "resources" if key == "qarnot_resources" else key
+            spec_key = "resources" if key == "resource_buckets" else key
             fields[spec_key] = _decode_json(fields[spec_key], key)
         if isinstance(fields["instance_count"], str) and fields["instance_count"].strip().isdigit():
             fields["instance_count"] = int(fields["instance_count"])

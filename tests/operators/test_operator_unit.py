@@ -31,10 +31,10 @@ def test_templated_fields_and_renderers() -> None:
     op = operator()
     for name in ("name", "profile", "instance_count", "advanced_ranges", "constants", "constraints", "tags"):
         assert name in op.template_fields
-    for name in ("labels", "qarnot_resources", "result_bucket", "download_results_to", "qarnot_conn_id"):
+    for name in ("labels", "resource_buckets", "result_bucket", "download_results_to", "qarnot_conn_id"):
         assert name in op.template_fields
     assert op.template_fields_renderers["constants"] == "json"
-    assert op.template_fields_renderers["qarnot_resources"] == "json"
+    assert op.template_fields_renderers["resource_buckets"] == "json"
     assert any(isinstance(link, QarnotTaskLink) for link in op.operator_extra_links)
 
 
@@ -49,6 +49,15 @@ def test_spec_carries_the_task_instance_identity() -> None:
     assert spec.result_bucket == "out"
     assert operator().build_spec(context(map_index=3)).name == "d.t[3]"
     assert operator(name="custom").build_spec(context()).name == "custom"
+
+
+def test_resource_buckets_and_airflow_resources_do_not_clash() -> None:
+    op = operator(resource_buckets=[{"bucket_name": "in", "prefix": "p/"}], resources={"cpus": 2})
+    assert op.resources is not None
+    assert op.resources.cpus.qty == 2
+    assert list(op.build_spec(context()).resources) == [{"bucket_name": "in", "prefix": "p/"}]
+    with pytest.raises(TypeError, match="resource_buckets"):
+        operator(resource_buckets=["a"], resources=["b"])
 
 
 def test_rendered_strings_are_decoded() -> None:
