@@ -55,6 +55,7 @@ def __getattr__(name: str) -> Any:
 
     return getattr(importlib.import_module(module), name)
 
+
 __all__ = [
     "DEFAULT_CLUSTER_URL",
     "ApiCall",
