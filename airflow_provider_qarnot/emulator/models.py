@@ -12,15 +12,17 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .buffers import OutputBuffer
 from .exceptions import Forbidden, MaxTasksReached, NotEnoughCredits, NotFound, ValidationProblem
 from .filters import FieldDef, compile_filter
 from .formats import format_ranges, new_page_token, new_uuid, parse_timespan
 from .validation import Fields, JobSpec, PageRequest, PoolSpec, TaskSpec, parse_task
+
+_Item = TypeVar("_Item")
 
 log = logging.getLogger(__name__)
 
@@ -492,32 +494,24 @@ class Backend:
         if self._on_change is not None:
             self._on_change(kind, uuid, deleted)
 
+    def _lookup(self, kind: str, table: Mapping[str, _Item], ident: str) -> _Item:
+        """A task, job or pool by uuid or shortname; NotFound names what was asked for."""
+        item = table.get(ident)
+        if item is None:
+            uuid = self._shortnames[kind].get(ident)
+            item = table.get(uuid) if uuid else None
+        if item is None:
+            raise NotFound(f"{kind.capitalize()} '{ident}' not found.")
+        return item
+
     def _task(self, ident: str) -> Task:
-        task = self.tasks.get(ident)
-        if task is None:
-            uuid = self._shortnames["task"].get(ident)
-            task = self.tasks.get(uuid) if uuid else None
-        if task is None:
-            raise NotFound(f"Task '{ident}' not found.")
-        return task
+        return self._lookup("task", self.tasks, ident)
 
     def _job(self, ident: str) -> Job:
-        job = self.jobs.get(ident)
-        if job is None:
-            uuid = self._shortnames["job"].get(ident)
-            job = self.jobs.get(uuid) if uuid else None
-        if job is None:
-            raise NotFound(f"Job '{ident}' not found.")
-        return job
+        return self._lookup("job", self.jobs, ident)
 
     def _pool(self, ident: str) -> Pool:
-        pool = self.pools.get(ident)
-        if pool is None:
-            uuid = self._shortnames["pool"].get(ident)
-            pool = self.pools.get(uuid) if uuid else None
-        if pool is None:
-            raise NotFound(f"Pool '{ident}' not found.")
-        return pool
+        return self._lookup("pool", self.pools, ident)
 
     def live_task_count(self) -> int:
         """Tasks counted against ``max_tasks``: every existing task not being deleted."""
