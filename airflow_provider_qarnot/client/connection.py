@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import threading
 import time
 import uuid as uuid_module
@@ -218,9 +219,11 @@ class QConnection:
         except requests.exceptions.ConnectTimeout as exc:
             raise _Unsent(self.redact(f"ConnectTimeout: {exc}")) from None
         except requests.exceptions.SSLError as exc:
-            raise CertificateVerificationException(
-                self.redact(f"TLS certificate verification failed for {url}: {exc}")
-            ) from None
+            if any(isinstance(e, ssl.SSLCertVerificationError) for e in _exception_chain(exc)):
+                raise CertificateVerificationException(
+                    self.redact(f"TLS certificate verification failed for {url}: {exc}")
+                ) from None
+            raise  # any other TLS failure (an EOF from a load balancer...) is a connection error like the rest
         except requests.exceptions.ConnectionError as exc:
             if _is_connect_failure(exc):
                 raise _Unsent(self.redact(f"ConnectionError: {exc}")) from None
@@ -370,23 +373,26 @@ def _check_timeout(timeout: Timeout) -> Timeout:
     return timeout
 
 
-def _is_connect_failure(exc: requests.exceptions.ConnectionError) -> bool:
-    """Whether a connection error happened while connecting, so the request was never sent."""
+def _exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and everything it wraps (urllib3's `reason`, exception args, causes and contexts)."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        name = type(current).__name__
-        if name in ("NewConnectionError", "ConnectTimeoutError", "NameResolutionError"):
-            return True
-        if isinstance(current, ConnectionRefusedError):
-            return True
+        yield current
         nxt = getattr(current, "reason", None)
         if not isinstance(nxt, BaseException):
-            args = getattr(current, "args", ())
-            nxt = next((a for a in args if isinstance(a, BaseException)), None)
+            nxt = next((a for a in getattr(current, "args", ()) if isinstance(a, BaseException)), None)
         current = nxt or current.__cause__ or current.__context__
-    return False
+
+
+def _is_connect_failure(exc: requests.exceptions.ConnectionError) -> bool:
+    """Whether a connection error happened while connecting, so the request was never sent."""
+    return any(
+        isinstance(e, ConnectionRefusedError)
+        or type(e).__name__ in ("NewConnectionError", "ConnectTimeoutError", "NameResolutionError")
+        for e in _exception_chain(exc)
+    )
 
 
 __all__ = [

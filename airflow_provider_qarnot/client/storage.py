@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import tempfile
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -196,9 +197,14 @@ class BucketStorage:
         def fetch(job: tuple[str, Path]) -> None:
             key, target = job
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(target.name + ".part")
-            self._call("download_file", self._client.download_file, Bucket=bucket, Key=key, Filename=str(tmp))
-            os.replace(tmp, target)
+            handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+            os.close(handle)
+            try:
+                self._call("download_file", self._client.download_file, Bucket=bucket, Key=key, Filename=tmp)
+                os.replace(tmp, target)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
 
         _parallel(fetch, jobs)
         return written
@@ -218,7 +224,7 @@ def _safe_target(root: Path, relative: str) -> Path:
     if any(part == ".." for part in pure.parts):
         raise QarnotException(f"Refusing to write result {relative!r} outside {root}")
     target = (root / Path(*pure.parts)).resolve()
-    if root != target and root not in target.parents:
+    if root not in target.parents:
         raise QarnotException(f"Refusing to write result {relative!r} outside {root}")
     return target
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from airflow_provider_qarnot.client import states
 from airflow_provider_qarnot.client.connection import QConnection, new_submit_tag
@@ -70,7 +71,7 @@ class QTask:
         """Load an existing task by uuid (or shortname); `MissingTaskException` when there is none."""
         if not isinstance(uuid, str) or not uuid.strip():
             raise ValueError("uuid must be a non-empty string")
-        data = connection.request("GET", f"/tasks/{uuid.strip()}", call=ApiCall.TASK)
+        data = connection.request("GET", f"/tasks/{_quoted(uuid.strip())}", call=ApiCall.TASK)
         return cls._from_json(connection, data)
 
     @classmethod
@@ -146,11 +147,14 @@ class QTask:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def submit(self) -> str:
+    def submit(self, on_created: Callable[[str], None] | None = None) -> str:
         """Create the task on Qarnot once and return its state; on a submitted task, only return the state.
 
         When the outcome of `POST /tasks` is unknown (dropped connection, timeout, 5xx), the task's
-        unique submit tag is looked up before anything is sent again, so one call never creates two tasks.
+        unique submit tag is looked up, after a backoff that gives a slow server time to commit, before
+        anything is sent again; and if a resend still meets a late twin, the twin is aborted and deleted.
+        So one call never leaves two tasks. `on_created(uuid)` is called as soon as the task is known to
+        exist, before its first refresh (the operator needs the uuid early to abort it if killed).
         """
         if self._uuid is not None:
             return self.state
@@ -159,6 +163,7 @@ class QTask:
         policy = self._conn.retry
         started = time.monotonic()
         attempt = 0
+        uncertain = False
         while True:
             attempt += 1
             try:
@@ -167,6 +172,10 @@ class QTask:
                 if not isinstance(uuid, str) or not uuid:
                     raise MalformedResponseException("POST /tasks answered without a task uuid")
             except (TransientFailureException, MalformedResponseException) as exc:
+                uncertain = True
+                delay = policy.next_delay(attempt, time.monotonic() - started)
+                if delay:
+                    time.sleep(delay)
                 found = self._find_by_submit_tag()
                 if found is not None:
                     log.info(
@@ -175,9 +184,8 @@ class QTask:
                         exc,
                         found.uuid,
                     )
-                    self._uuid, self._summary = found.uuid, found
-                    return self.update()
-                delay = policy.next_delay(attempt, time.monotonic() - started)
+                    self._created(found.uuid, on_created)
+                    return self._first_refresh()
                 if delay is None:
                     raise TransientFailureException(
                         f"Could not submit task {self.spec.name!r}: {exc}; no task was created "
@@ -185,16 +193,39 @@ class QTask:
                         status_code=exc.status_code,
                         attempts=attempt,
                     ) from None
-                log.info(
-                    "Submit of %r failed (%s) and created nothing; retrying in %.2fs",
-                    self.spec.name,
-                    exc,
-                    delay,
-                )
-                time.sleep(delay)
+                log.info("Submit of %r failed (%s) and created nothing; sending it again", self.spec.name, exc)
                 continue
-            self._uuid = uuid
+            self._created(uuid, on_created)
+            if uncertain:
+                self._remove_late_twins(uuid)
+            return self._first_refresh()
+
+    def _created(self, uuid: str, on_created: Callable[[str], None] | None) -> None:
+        self._uuid = uuid
+        if on_created is not None:
+            on_created(uuid)
+
+    def _first_refresh(self) -> str:
+        """Read a just-created task's state; a failed read must not lose the uuid (the task exists)."""
+        try:
             return self.update()
+        except QarnotException as exc:
+            log.warning("Task %s was created, but reading its state failed: %s", self._uuid, exc)
+            return self.state
+
+    def _remove_late_twins(self, keep: str) -> None:
+        """Delete (which aborts) any other task of this submit: an earlier POST that the server committed late."""
+        try:
+            twins = [s.uuid for s in self._conn.task_summaries(tags=[self._submit_tag]) if s.uuid != keep]
+        except QarnotException as exc:
+            log.warning("Could not check submit tag %s for late duplicates: %s", self._submit_tag, exc)
+            return
+        for uuid in twins:
+            log.warning("Removing task %s: a late duplicate of task %s from the same submit", uuid, keep)
+            try:
+                self._conn.request("DELETE", f"/tasks/{_quoted(uuid)}", call=ApiCall.TASK)
+            except QarnotException as exc:
+                log.warning("Deleting duplicate task %s failed: %s", uuid, exc)
 
     def _find_by_submit_tag(self) -> TaskSummary | None:
         """The task this object's submit created, if any (the lookup itself retries transient errors)."""
@@ -208,7 +239,7 @@ class QTask:
     def update(self) -> str:
         """Refresh the task from the API and return its state."""
         uuid = self._require_uuid()
-        data = self._conn.request("GET", f"/tasks/{uuid}", call=ApiCall.TASK)
+        data = self._conn.request("GET", f"/tasks/{_quoted(uuid)}", call=ApiCall.TASK)
         summary = parse_task_summary(data)
         self._summary = summary
         self.spec = _merge_spec(self.spec, summary)
@@ -249,7 +280,7 @@ class QTask:
         """Ask Qarnot to stop the task; a task that is already final is left as it is."""
         uuid = self._require_uuid()
         try:
-            self._conn.request("POST", f"/tasks/{uuid}/abort", call=ApiCall.TASK, idempotent=True)
+            self._conn.request("POST", f"/tasks/{_quoted(uuid)}/abort", call=ApiCall.TASK, idempotent=True)
         except UnauthorizedException:
             if states.is_final(self.update()):
                 return
@@ -260,7 +291,7 @@ class QTask:
         uuid = self._require_uuid()
         if purge_resources or purge_results:
             self.update()
-        self._conn.request("DELETE", f"/tasks/{uuid}", call=ApiCall.TASK)
+        self._conn.request("DELETE", f"/tasks/{_quoted(uuid)}", call=ApiCall.TASK)
         if purge_resources or purge_results:
             storage = self._conn.storage
             if purge_resources:
@@ -273,7 +304,7 @@ class QTask:
 
     def _output(self, stream: str, fresh: bool, instance_id: int | None) -> str:
         uuid = self._require_uuid()
-        path = f"/tasks/{uuid}/{stream}" + (f"/{int(instance_id)}" if instance_id is not None else "")
+        path = f"/tasks/{_quoted(uuid)}/{stream}" + (f"/{int(instance_id)}" if instance_id is not None else "")
         call = ApiCall.TASK_INSTANCE if instance_id is not None else ApiCall.TASK
         text = self._conn.request("POST" if fresh else "GET", path, call=call, expect_json=False)
         return str(text or "")
@@ -328,12 +359,17 @@ class QTask:
 
 
 def _merge_spec(spec: TaskSpec, summary: TaskSummary) -> TaskSpec:
-    """Keep the local spec, filling in what the server decided (a result bucket prefix it reports)."""
+    """Keep the local spec, filling in what the server reports and the spec lacks (result bucket and prefix)."""
     if summary.results_bucket_prefix and not spec.results_bucket_prefix:
-        return replace(spec, results_bucket_prefix=summary.results_bucket_prefix)
+        spec = replace(spec, results_bucket_prefix=summary.results_bucket_prefix)
     if summary.result_bucket and not spec.result_bucket:
-        return replace(spec, result_bucket=summary.result_bucket)
+        spec = replace(spec, result_bucket=summary.result_bucket)
     return spec
+
+
+def _quoted(uuid: str) -> str:
+    """A uuid or shortname as one URL path segment."""
+    return quote(uuid, safe="")
 
 
 def _key_from_result_url(url: str, bucket: str | None) -> str | None:

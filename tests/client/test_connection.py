@@ -251,3 +251,32 @@ def test_tls_verification_is_on_by_default(recorder_factory: Callable[..., Recor
     assert rec.requests == []
     assert QConnection(url, TOKEN, verify=str(cert)).settings() == {"storage": None}
     assert QConnection(url, TOKEN, verify=False).settings() == {"storage": None}
+
+
+def test_a_tls_error_that_is_not_about_the_certificate_is_retried() -> None:
+    """Plain HTTP answering an https client is a TLS failure, not a verification one: retried, then transient."""
+    import socket
+
+    accepted: list[int] = []
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+
+    def serve() -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            client.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            client.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"https://127.0.0.1:{server.getsockname()[1]}"
+    try:
+        with pytest.raises(TransientFailureException, match="3 attempts"):
+            QConnection(url, TOKEN, retry=RetryPolicy(max_attempts=3, base_delay=0.01)).settings()
+    finally:
+        server.close()
+    assert len(accepted) == 3

@@ -79,3 +79,39 @@ def test_fifty_cycles_under_thirty_percent_faults(qarnot_emulator_factory: Any) 
     assert seen == truth
     assert sum(1 for s in truth.values() if s == states.FAILURE) == 10
     assert injected > 100
+
+
+def test_a_created_task_is_not_lost_when_its_first_read_fails(qarnot_emulator_factory: Any) -> None:
+    emu = qarnot_emulator_factory(mode="simulate", sim_duration=5)
+    emu.set_faults([FaultRule(pattern="GET /tasks/*", rate_503=1.0)], seed=1)
+    created: list[str] = []
+    with connect(emu, retry=RetryPolicy(max_attempts=2, base_delay=0.01)) as conn:
+        task = QTask(conn, "first-read-fails", "docker-batch", 1)
+        state = task.submit(on_created=created.append)
+    assert state == states.SUBMITTED
+    assert task.uuid is not None
+    assert created == [task.uuid]
+    assert [t["uuid"] for t in emu.tasks()] == [task.uuid]
+
+
+def test_a_late_commit_is_removed_so_one_submit_leaves_one_task(
+    qarnot_emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first POST is acted on but its answer lost, and the tag lookup does not see the task yet (a
+    replica lagging behind): the resend creates a second task, which the client must then clean up."""
+    emu = qarnot_emulator_factory(mode="simulate", sim_duration=5)
+    emu.set_faults([FaultRule(pattern="POST /tasks", drop_after=1.0, max_faults=1)], seed=1)
+    lookups: list[int] = []
+    original = QTask._find_by_submit_tag
+
+    def lagging_lookup(self: QTask) -> Any:
+        lookups.append(1)
+        return None if len(lookups) == 1 else original(self)
+
+    monkeypatch.setattr(QTask, "_find_by_submit_tag", lagging_lookup)
+    with connect(emu) as conn:
+        task = QTask(conn, "late-twin", "docker-batch", 1)
+        task.submit()
+    alive = [t for t in emu.tasks() if t["state"] not in ("PendingDelete",)]
+    assert [t["uuid"] for t in alive] == [task.uuid]
+    assert lookups == [1]
