@@ -48,6 +48,12 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "Seconds per HTTP request, or 'connect,read' (e.g. 10,60).",
                         "schema": {"type": ["string", "null"]},
                     },
+                    "allow_insecure_http": {
+                        "label": "Allow plain http",
+                        "description": "Accept an http:// API URL on a non-loopback host (the token then travels "
+                        "unencrypted). Off by default; loopback hosts such as the emulator never need it.",
+                        "schema": {"type": ["boolean", "null"], "default": False},
+                    },
                     "console_url": {
                         "label": "Console URL",
                         "description": "Where the task links point (default https://console.qarnot.com).",

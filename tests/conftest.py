@@ -119,3 +119,14 @@ def xcom_value(dag_run: Any, task_id: str, key: str = "return_value") -> Any:
 # =====================================================================================================
 # (end of the Airflow section; other fixtures go below)
 # =====================================================================================================
+
+
+def leak_token_into_errors(emu: Any, task_uuid: str) -> None:
+    """Make the emulator quote the token in a task's errors, as Qarnot may when an error quotes the task's output."""
+    backend = emu._ctx().backend
+    with backend.lock:
+        task = backend.tasks[task_uuid]
+        task.errors.append({"code": "QE", "message": f"output was: token={emu.token}", "debug": emu.token})
+        for inst in task.instances.values():
+            if inst.error is not None:
+                inst.error = {**inst.error, "message": f"{inst.error['message']} (saw {emu.token})"}

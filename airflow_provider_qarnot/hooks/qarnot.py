@@ -11,7 +11,7 @@ import hashlib
 import ipaddress
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
@@ -283,11 +283,16 @@ ReattachAction = Literal["submit", "attach", "reuse"]
 
 @dataclass(frozen=True)
 class ReattachDecision:
-    """What a new try does about earlier Qarnot tasks of its task instance."""
+    """What a new try does about earlier Qarnot tasks of its task instance.
+
+    `stale` are the other still-running tasks of earlier tries of this run (duplicates, or the task of
+    a try that is not reattached to): they are aborted before attaching or submitting.
+    """
 
     action: ReattachAction
     summary: TaskSummary | None = None
     reason: str = ""
+    stale: tuple[TaskSummary, ...] = ()
 
 
 def _try_number(summary: TaskSummary) -> int | None:
@@ -306,19 +311,25 @@ def decide_reattach(
     candidates: Iterable[TaskSummary],
     identity: TaskInstanceIdentity,
     first_try: int | None = None,
+    *,
+    reattach: bool = True,
 ) -> ReattachDecision:
     """Attach to the newest still-running task, else reuse the newest successful one, else submit.
 
     Only tasks of this identity count, and, when `first_try` is known, only those submitted by a try
-    of the current run of the task instance (tries before a clear start over).
+    of the current run of the task instance (tries before a clear start over). Every other running
+    one is `stale`; with `reattach=False` every running one is, and the decision is always to submit.
     """
     eligible = [s for s in candidates if identity.matches(s)]
     if first_try is not None:
         eligible = [s for s in eligible if (_try_number(s) or first_try) >= first_try]
     eligible = _newest_first(eligible)
     running = [s for s in eligible if not states.is_final(s.state) and s.state not in states.PENDING_STATES]
+    if not reattach:
+        return ReattachDecision("submit", None, "reattach is off", tuple(running))
     if running:
-        return ReattachDecision("attach", running[0], f"an earlier try's task {running[0].uuid} is {running[0].state}")
+        reason = f"an earlier try's task {running[0].uuid} is {running[0].state}"
+        return ReattachDecision("attach", running[0], reason, tuple(running[1:]))
     succeeded = [s for s in eligible if states.is_success(s.state)]
     if succeeded:
         return ReattachDecision("reuse", succeeded[0], f"an earlier try's task {succeeded[0].uuid} succeeded")
@@ -379,9 +390,16 @@ class QarnotHook(BaseHook):
         return QarnotConnectionSettings.from_connection(conn)
 
     def get_conn(self) -> QConnection:
-        """The client connection (built once per hook)."""
+        """The client connection (built once per hook); warns when TLS verification is off."""
         if self._conn is None:
-            self._conn = self.settings.connect(self._retry)
+            settings = self.settings
+            if settings.verify is False:
+                self.log.warning(
+                    "TLS certificate verification is off for Qarnot connection %r (extra verify=false): "
+                    "the API token could be sent to an impostor; prefer a CA bundle path",
+                    settings.conn_id,
+                )
+            self._conn = settings.connect(self._retry)
         return self._conn
 
     def close(self) -> None:
@@ -391,7 +409,12 @@ class QarnotHook(BaseHook):
             self._conn = None
 
     def redact(self, text: str) -> str:
-        """`text` with the token replaced (for anything that came from outside, such as stdout)."""
+        """`text` with the token replaced (for anything that came from outside: stdout, Qarnot errors).
+
+        Never raises: before the connection's settings are read there is no token to hide.
+        """
+        if self._conn is None and self._settings is not None:
+            self.get_conn()
         return self._conn.redact(text) if self._conn is not None else text
 
     def test_connection(self) -> tuple[bool, str]:
@@ -413,10 +436,14 @@ class QarnotHook(BaseHook):
 
     # ------------------------------------------------------------------ tasks
 
-    def submit_task(self, spec: TaskSpec) -> QTask:
-        """Create a Qarnot task (at most once, even when the POST's outcome is unknown) and read its state."""
+    def submit_task(self, spec: TaskSpec, on_created: Callable[[str], None] | None = None) -> QTask:
+        """Create a Qarnot task (at most once, even when the POST's outcome is unknown) and read its state.
+
+        `on_created(uuid)` is called as soon as the task exists, before its state is read, so that a
+        kill arriving meanwhile can abort it.
+        """
         task = QTask.from_spec(self.get_conn(), spec)
-        task.submit()
+        task.submit(on_created=on_created)
         return task
 
     def find_tasks_by_tag(self, tag: str) -> list[TaskSummary]:
@@ -435,18 +462,36 @@ class QarnotHook(BaseHook):
         identity: TaskInstanceIdentity,
         *,
         first_try: int | None = None,
+        try_number: int | None = None,
         reattach: bool = True,
+        on_created: Callable[[str], None] | None = None,
     ) -> tuple[QTask, ReattachDecision]:
-        """Attach to (or reuse) an earlier try's Qarnot task of this task instance, or submit `spec`."""
-        decision = ReattachDecision("submit", None, "reattach is off")
-        if reattach:
-            decision = decide_reattach(self.find_tasks_by_tag(identity.tag), identity, first_try)
+        """Attach to (or reuse) an earlier try's Qarnot task of this task instance, or submit `spec`.
+
+        The first try of a run (`try_number == first_try`) cannot have earlier tasks: it submits without
+        searching. Later tries first abort the earlier tries' running tasks they do not attach to.
+        `on_created(uuid)` is called as soon as the uuid of the task to wait for is known.
+        """
+        if try_number is not None and first_try is not None and try_number <= first_try:
+            decision = ReattachDecision("submit", None, "first try of this run")
+        else:
+            decision = decide_reattach(self.find_tasks_by_tag(identity.tag), identity, first_try, reattach=reattach)
+        for stale in decision.stale:
+            self.log.warning(
+                "Aborting Qarnot task %s of an earlier try (%s): only one may run", stale.uuid, stale.state
+            )
+            try:
+                self.abort_task(stale.uuid)
+            except QarnotException as exc:
+                self.log.warning("Could not abort Qarnot task %s: %s", stale.uuid, self.redact(describe(exc)))
         if decision.summary is not None:
+            if on_created is not None:
+                on_created(decision.summary.uuid)
             try:
                 return self.get_task(decision.summary.uuid), decision
             except MissingTaskException:
                 decision = ReattachDecision("submit", None, f"task {decision.summary.uuid} was deleted meanwhile")
-        return self.submit_task(spec), decision
+        return self.submit_task(spec, on_created=on_created), decision
 
     def get_task(self, task_uuid: str) -> QTask:
         """An existing task, read fresh; `MissingTaskException` when there is none."""

@@ -10,20 +10,30 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, conf
+from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_qarnot.client import states
+from airflow_provider_qarnot.client.exceptions import QarnotException
+from airflow_provider_qarnot.client.models import parse_timespan
+from airflow_provider_qarnot.client.retry import RetryPolicy
 from airflow_provider_qarnot.client.spec import ResourceBucket, TaskSpec
 from airflow_provider_qarnot.client.task import QTask
 from airflow_provider_qarnot.hooks.qarnot import DEFAULT_CONN_ID, QarnotHook, TaskInstanceIdentity
 from airflow_provider_qarnot.links.qarnot import XCOM_TASK_URL, XCOM_TASK_UUID, QarnotTaskLink
+from airflow_provider_qarnot.triggers.poller import POLL_RETRY
 from airflow_provider_qarnot.triggers.qarnot import (
     DEFERRAL_BACKSTOP,
     EVENT_STATUSES,
     QarnotTaskTrigger,
     shared_polling_default,
 )
-from airflow_provider_qarnot.utils.errors import airflow_errors, task_outcome_exception, task_outcome_message
+from airflow_provider_qarnot.utils.errors import (
+    airflow_errors,
+    task_outcome_exception,
+    task_outcome_message,
+    to_airflow_exception,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -31,6 +41,8 @@ if TYPE_CHECKING:
 #: Bounds on the waiting parameters: a poll interval over an hour, or a huge log tail, is a typo, not a choice.
 MAX_POLL_INTERVAL = 3600.0
 MAX_LOG_TAIL_LINES = 10_000
+#: With auto_delete and wait_for_completion, the task must outlive its end by this much (and 3 polls).
+MIN_AUTO_DELETE_TTL = 60.0
 
 #: TaskSpec fields the operator exposes under the same name. The spec's `resources` is the operator's
 #: `resource_buckets`: `BaseOperator.resources` is Airflow's own CPU/RAM hint, and `.partial()`/`.expand()`
@@ -83,10 +95,12 @@ class QarnotSubmitTaskOperator(BaseOperator):
     :param deferrable: wait in the triggerer instead of holding a worker slot.
     :param poll_interval: seconds (or timedelta) between state checks.
     :param timeout: seconds (or timedelta) the Qarnot task may take from the start of this try; past it,
-        the task is aborted and the Airflow task fails with a timeout message. None: no limit.
+        the task is aborted and the Airflow task fails with a timeout message. None: no limit. The
+        operator's `execution_timeout`, when shorter, applies the same way (also while deferred).
     :param cancel_on_kill: abort the Qarnot task when the Airflow task is killed, marked or cleared.
     :param reattach_on_retry: on a retry, attach to this task instance's still-running Qarnot task or
-        take its successful one, instead of submitting a second task.
+        take its successful one, instead of submitting a second task. Either way a retry aborts the
+        earlier tries' tasks it does not attach to, and a try that gives up with no retry left aborts its own.
     :param download_results_to: a local directory (templated) to download the results into on success.
     :param log_tail_lines: how many last lines of stdout go to the task log when the Qarnot task ends.
     :param shared_polling: let the trigger poll through the shared poller (default `[qarnot] shared_polling`).
@@ -206,6 +220,7 @@ class QarnotSubmitTaskOperator(BaseOperator):
         self.shared_polling = shared_polling
         self._task_uuid: str | None = None
         self._streamed = False
+        self._killed = False
 
     @cached_property
     def hook(self) -> QarnotHook:
@@ -251,10 +266,18 @@ class QarnotSubmitTaskOperator(BaseOperator):
         return spec
 
     def check_arguments(self) -> tuple[float, float | None]:
-        """Check the waiting arguments; returns (poll_interval, timeout) in seconds."""
+        """Check the waiting arguments; returns (poll_interval, time limit) in seconds.
+
+        The time limit is the shorter of `timeout` and `execution_timeout` (Airflow 3.3 does not enforce
+        `execution_timeout` while a task is deferred, so the operator does, through the trigger's deadline).
+        """
         poll = seconds(self.poll_interval, "poll_interval", allow_none=False, maximum=MAX_POLL_INTERVAL)
         assert poll is not None
         timeout = seconds(self.timeout, "timeout")
+        if self.execution_timeout is not None:
+            limit = self.execution_timeout.total_seconds()
+            timeout = limit if timeout is None else min(timeout, limit)
+        self._check_auto_delete(poll)
         lines = self.log_tail_lines
         if isinstance(lines, bool) or not isinstance(lines, int) or not 0 <= lines <= MAX_LOG_TAIL_LINES:
             raise AirflowFailException(
@@ -271,6 +294,23 @@ class QarnotSubmitTaskOperator(BaseOperator):
             self.log.warning("deferrable=True has no effect with wait_for_completion=False")
         return poll, timeout
 
+    def _check_auto_delete(self, poll_interval: float) -> None:
+        """Waiting for a task that Qarnot deletes as soon as it ends would end in "task not found"."""
+        if self.auto_delete is not True or not self.wait_for_completion:
+            return
+        ttl = self.completion_ttl
+        ttl = parse_timespan(ttl) if isinstance(ttl, str) else ttl
+        if self.completion_ttl is not None and not isinstance(ttl, timedelta):
+            return  # unreadable: build_spec names it
+        minimum = max(MIN_AUTO_DELETE_TTL, 3 * poll_interval)
+        if ttl is None or ttl.total_seconds() < minimum:
+            raise AirflowFailException(
+                f"auto_delete=True with wait_for_completion=True needs a completion_ttl of at least {minimum:g} "
+                f"seconds (max(60, 3 x poll_interval)), got {self.completion_ttl!r}: Qarnot would delete the task "
+                "before the operator reads how it ended. Set completion_ttl (e.g. timedelta(minutes=10)) or "
+                "wait_for_completion=False"
+            )
+
     # ------------------------------------------------------------------ execution
 
     def execute(self, context: Context) -> str:
@@ -282,7 +322,12 @@ class QarnotSubmitTaskOperator(BaseOperator):
         hook = self.hook
         with airflow_errors(f"Submitting Qarnot task {spec.name!r}"):
             task, decision = hook.submit_or_reattach(
-                spec, identity, first_try=_first_try(context, self.retries), reattach=self.reattach_on_retry
+                spec,
+                identity,
+                first_try=_first_try(context, self.retries),
+                try_number=getattr(context["ti"], "try_number", None),
+                reattach=self.reattach_on_retry,
+                on_created=self._on_created,
             )
         uuid = str(task.uuid)
         self._task_uuid = uuid
@@ -312,18 +357,36 @@ class QarnotSubmitTaskOperator(BaseOperator):
                 method_name="execute_complete",
                 timeout=None if timeout is None else timedelta(seconds=timeout + DEFERRAL_BACKSTOP + poll_interval),
             )
-        return self._wait_here(hook, task, poll_interval, deadline)
+        return self._wait_here(context, hook, task, poll_interval, deadline, timeout)
 
-    def _wait_here(self, hook: QarnotHook, task: QTask, poll_interval: float, deadline: float | None) -> str:
+    def _on_created(self, uuid: str) -> None:
+        """The Qarnot task exists: remember it at once, so that a kill arriving during the submit aborts it."""
+        self._task_uuid = uuid
+        if self._killed and self.cancel_on_kill:
+            self._abort_quietly(uuid, POLL_RETRY)
+
+    def _wait_here(
+        self,
+        context: Context,
+        hook: QarnotHook,
+        task: QTask,
+        poll_interval: float,
+        deadline: float | None,
+        limit: float | None,
+    ) -> str:
         """Wait on the worker, streaming new stdout to the task log at every poll."""
         self._streamed = True
+        uuid = str(task.uuid)
         remaining = None if deadline is None else max(0.0, deadline - time.time())
-        with airflow_errors(f"Waiting for Qarnot task {task.uuid}"):
+        try:
             finished = task.wait(timeout=remaining, poll_interval=poll_interval, on_poll=self._stream_stdout)
+        except (QarnotException, ValueError, TypeError) as exc:  # not AirflowTaskTimeout: on_kill handles that
+            raise self._give_up(context, uuid, to_airflow_exception(exc, f"Waiting for Qarnot task {uuid}")) from exc
         if not finished:
-            self._abort_quietly(str(task.uuid))
+            self._abort_quietly(uuid)
             raise AirflowException(
-                f"Timeout: Qarnot task {task.uuid} was still {task.state} after {self.timeout}; it was aborted"
+                f"Timeout: Qarnot task {uuid} was still {task.state} at the end of its {limit:g}-second "
+                "limit (timeout, or execution_timeout when shorter); it was aborted"
             )
         return self._finish(hook, task)
 
@@ -354,8 +417,8 @@ class QarnotSubmitTaskOperator(BaseOperator):
         assert summary is not None
         self._log_tail(hook, task)
         if not states.is_success(summary.state):
-            raise task_outcome_exception(summary)
-        self.log.info(task_outcome_message(summary))
+            raise task_outcome_exception(summary, redact=hook.redact)
+        self.log.info(task_outcome_message(summary, redact=hook.redact))
         if self.download_results_to:
             with airflow_errors(f"Downloading the results of Qarnot task {task.uuid}"):
                 files = hook.download_results(task, self.download_results_to)
@@ -373,7 +436,9 @@ class QarnotSubmitTaskOperator(BaseOperator):
             self._abort_quietly(uuid)
             raise AirflowException(f"{event.get('message') or 'Timeout'}; the Qarnot task was aborted")
         if status == "error":
-            raise AirflowException(f"Waiting for Qarnot task {uuid} failed: {event.get('message')}")
+            raise self._give_up(
+                context, uuid, AirflowException(f"Waiting for Qarnot task {uuid} failed: {event.get('message')}")
+            )
         hook = self.hook
         with airflow_errors(f"Reading Qarnot task {uuid}"):
             task = hook.get_task(uuid)
@@ -381,16 +446,63 @@ class QarnotSubmitTaskOperator(BaseOperator):
             raise AirflowException(event.get("message") or f"Qarnot task {uuid} ended with status {status}")
         return self._finish(hook, task)
 
-    def _abort_quietly(self, uuid: str) -> None:
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Also handle the resumes Airflow fails on its own, which bypass `execute_complete` and `on_kill`.
+
+        On a deferral timeout (Airflow's backstop) the Qarnot task is aborted; on a trigger failure it is
+        aborted when no retry is left. Then Airflow raises `TaskDeferralTimeout` or `TaskDeferralError`.
+        """
+        if next_method == TRIGGER_FAIL_REPR:
+            self._after_failed_deferral(context, (next_kwargs or {}).get("error"))
+        return super().resume_execution(next_method, next_kwargs, context)
+
+    def _after_failed_deferral(self, context: Context, error: Any) -> None:
+        """Abort the Qarnot task of a deferral that timed out, or whose trigger failed on the last try."""
+        ti = context["ti"]
         try:
-            QarnotHook(self.qarnot_conn_id, settings=self.hook.settings).abort_task(uuid)
+            uuid = ti.xcom_pull(task_ids=ti.task_id, key=XCOM_TASK_UUID, map_indexes=ti.map_index)
         except Exception as exc:
-            self.log.warning("Could not abort Qarnot task %s: %s", uuid, exc)
+            self.log.warning("Could not read the Qarnot task uuid from XCom; nothing aborted: %s", exc)
+            return
+        if not isinstance(uuid, str) or not uuid:
+            return
+        self._task_uuid = uuid
+        if error == TriggerFailureReason.TRIGGER_TIMEOUT:
+            self.log.error("The deferral timed out: aborting Qarnot task %s", uuid)
+            self._abort_quietly(uuid)
+        else:
+            self.log.error("%s", self._give_up(context, uuid, AirflowException(f"The trigger failed: {error}")))
+
+    def _give_up(self, context: Context, uuid: str, exc: AirflowException) -> AirflowException:
+        """The exception for a try that gives up on its Qarnot task: abort the task unless a retry will reattach.
+
+        Nothing can reattach when no retry is left, when the error cannot pass (AirflowFailException), or
+        when `reattach_on_retry` is off (the next try would abort it anyway).
+        """
+        if self.reattach_on_retry and not isinstance(exc, AirflowFailException) and not _last_try(context):
+            return type(exc)(f"{exc}; Qarnot task {uuid} is left running for the next try to reattach")
+        if self._abort_quietly(uuid):
+            return type(exc)(f"{exc}; no retry will reattach, so Qarnot task {uuid} was aborted")
+        return type(exc)(f"{exc}; no retry will reattach, but aborting Qarnot task {uuid} failed (see the log)")
+
+    def _abort_quietly(self, uuid: str, retry: RetryPolicy | None = None) -> bool:
+        """Abort a Qarnot task, best effort; False (and a warning) when that failed."""
+        try:
+            QarnotHook(self.qarnot_conn_id, settings=self.hook.settings, retry=retry).abort_task(uuid)
+        except Exception as exc:
+            self.log.warning("Could not abort Qarnot task %s: %s", uuid, self.hook.redact(str(exc)))
+            return False
+        return True
 
     def on_kill(self) -> None:
-        """The worker is killing this task (SIGTERM, execution_timeout): abort the Qarnot task if asked to."""
+        """The worker is killing this task (SIGTERM, execution_timeout): abort the Qarnot task if asked to.
+
+        It runs in a signal handler, so the abort uses a short retry policy. A kill that arrives before the
+        task exists is remembered, and the task is aborted as soon as it is created.
+        """
+        self._killed = True
         if self.cancel_on_kill and self._task_uuid:
-            self._abort_quietly(self._task_uuid)
+            self._abort_quietly(self._task_uuid, POLL_RETRY)
 
 
 def _decode_json(value: Any, argument: str) -> Any:
@@ -401,6 +513,18 @@ def _decode_json(value: Any, argument: str) -> Any:
         except ValueError:
             raise AirflowFailException(f"{argument} is a string that is not valid JSON: {value[:200]!r}") from None
     return value
+
+
+def _last_try(context: Context) -> bool:
+    """Whether Airflow will not retry this try if it fails: its try number is past `max_tries`.
+
+    This is how the Execution API decides (`try_number <= max_tries` is retry-eligible).
+    """
+    ti = context["ti"]
+    try_number, max_tries = getattr(ti, "try_number", None), getattr(ti, "max_tries", None)
+    if not isinstance(try_number, int) or not isinstance(max_tries, int):
+        return False
+    return try_number > max_tries
 
 
 def _first_try(context: Context, retries: int | None) -> int | None:

@@ -63,6 +63,8 @@ class QarnotTaskSensor(BaseSensorOperator):
         self.qarnot_conn_id = qarnot_conn_id
         self.deferrable = deferrable
         self.shared_polling = shared_polling
+        #: The task's uuid as Qarnot reports it (`task_uuid` may be a shortname), once read.
+        self._canonical_uuid: str | None = None
 
     @cached_property
     def hook(self) -> QarnotHook:
@@ -94,11 +96,11 @@ class QarnotTaskSensor(BaseSensorOperator):
                 ) from exc
             raise
         if done:
-            return uuid
+            return self._canonical_uuid or uuid
         shared = shared_polling_default() if self.shared_polling is None else self.shared_polling
         self.defer(
             trigger=QarnotTaskTrigger(
-                task_uuid=uuid,
+                task_uuid=self._canonical_uuid or uuid,  # the shared poller's batch reads match uuids only
                 qarnot_conn_id=self.qarnot_conn_id,
                 deadline=time.time() + self.timeout,
                 poll_interval=self.poke_interval,
@@ -114,11 +116,12 @@ class QarnotTaskSensor(BaseSensorOperator):
         uuid = self._uuid()
         with airflow_errors(f"Reading Qarnot task {uuid}"):
             summary = self.hook.get_summary(uuid)
+        self._canonical_uuid = summary.uuid or uuid
         if states.is_success(summary.state):
             self.log.info("Qarnot task %s succeeded", uuid)
-            return PokeReturnValue(is_done=True, xcom_value=uuid)
+            return PokeReturnValue(is_done=True, xcom_value=self._canonical_uuid)
         if states.is_final(summary.state):
-            raise task_outcome_exception(summary, retryable=False)
+            raise task_outcome_exception(summary, retryable=False, redact=self.hook.redact)
         self.log.info("Qarnot task %s is %s", uuid, summary.state)
         return False
 

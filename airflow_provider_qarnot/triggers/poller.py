@@ -9,9 +9,12 @@ wakes only the triggers whose task became final or disappeared.
   less often than it asked; one with a longer interval is simply served more often, at no extra cost.
   A new watcher with a shorter interval brings the next poll forward.
 - Failures: a failed poll wakes nobody (the next interval tries again) unless the error cannot pass
-  (e.g. the token was revoked) or a watcher has seen `max_errors` failed polls in a row; then its
-  trigger is woken with an error. A failure delays events, it never loses one: the task's state is
-  still on the server at the next poll.
+  (e.g. the token was revoked) or a watcher has had no successful poll for `max_errors` times its own
+  poll interval (a time budget, so a slow watcher sharing with a fast one keeps its own patience);
+  then its trigger is woken with an error. A failure delays events, it never loses one: the task's
+  state is still on the server at the next poll.
+- Isolation: when a batch read fails with an error that cannot pass but is not about the connection
+  (not 401/403, not TLS), the poller reads the tasks one by one, so one bad task fails only its watchers.
 - Membership: triggers unwatch in `finally` (completion, timeout, cancellation, triggerer shutdown), so
   the set of watched tasks is always the set of waiting triggers; the poller's asyncio task ends when
   nobody watches and a later watcher starts a new one.
@@ -23,11 +26,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from airflow_provider_qarnot.client import states
+from airflow_provider_qarnot.client.exceptions import (
+    CertificateVerificationException,
+    MissingTaskException,
+    UnauthorizedException,
+)
 from airflow_provider_qarnot.client.models import TaskSummary
 from airflow_provider_qarnot.client.retry import RetryPolicy
 from airflow_provider_qarnot.utils.errors import describe, is_transient
@@ -41,6 +50,8 @@ log = logging.getLogger(__name__)
 POLL_RETRY = RetryPolicy(max_attempts=2, base_delay=0.2, max_delay=1.0, max_elapsed=5.0)
 
 OutcomeKind = Literal["final", "missing", "error"]
+#: Errors about the connection itself: every watcher fails at once, no per-task reads are tried.
+CONNECTION_ERRORS = (UnauthorizedException, CertificateVerificationException)
 
 
 @dataclass(frozen=True)
@@ -53,13 +64,18 @@ class WatchOutcome:
 
 
 class Watch:
-    """One trigger's wait for one task; resolved at most once."""
+    """One trigger's wait for one task; resolved at most once.
+
+    Transient failures are tolerated for `max_errors * poll_interval` seconds since the last successful
+    poll (or since the watch started), whatever the rate at which the shared poller actually polls.
+    """
 
     def __init__(self, task_uuid: str, poll_interval: float, max_errors: int) -> None:
         self.task_uuid = task_uuid
         self.poll_interval = poll_interval
         self.max_errors = max_errors
         self.consecutive_errors = 0
+        self.last_ok = time.monotonic()
         self.last_summary: TaskSummary | None = None
         self._future: asyncio.Future[WatchOutcome] = asyncio.get_running_loop().create_future()
 
@@ -80,19 +96,30 @@ class Watch:
         if not self._future.done():
             self._future.set_result(outcome)
 
+    @property
+    def error_budget(self) -> float:
+        """Seconds without a successful poll after which transient failures become an error."""
+        return self.max_errors * self.poll_interval
+
     def on_summary(self, summary: TaskSummary) -> None:
         """A successful poll saw the task."""
         self.consecutive_errors = 0
+        self.last_ok = time.monotonic()
         self.last_summary = summary
         if states.is_final(summary.state):
             self.resolve(WatchOutcome("final", summary))
 
     def on_error(self, exc: BaseException) -> None:
-        """A poll failed; wake the trigger only if the error cannot pass or has lasted too long."""
+        """A poll failed; wake the trigger only if the error cannot pass or has lasted past the budget."""
         self.consecutive_errors += 1
         transient = is_transient(exc)
-        if not transient or self.consecutive_errors >= self.max_errors:
-            why = "" if not transient else f" ({self.consecutive_errors} failed polls in a row)"
+        failing_for = time.monotonic() - self.last_ok
+        if not transient or failing_for >= self.error_budget:
+            why = (
+                ""
+                if not transient
+                else f" (no successful poll for {failing_for:.0f}s, {self.consecutive_errors} failed polls in a row)"
+            )
             self.resolve(WatchOutcome("error", None, f"Polling Qarnot failed{why}: {describe(exc)}"))
 
 
@@ -170,7 +197,7 @@ class TaskStatePoller:
                 delay = due - loop.time()
                 if delay > 0:
                     self._wakeup.clear()
-                    with contextlib.suppress(TimeoutError):
+                    with contextlib.suppress(asyncio.TimeoutError):  # not the builtin before Python 3.11
                         await asyncio.wait_for(self._wakeup.wait(), timeout=delay)
                     continue  # re-check membership and the (maybe shorter) interval
                 await self._poll_once()
@@ -186,22 +213,39 @@ class TaskStatePoller:
         uuids = list(self._watches)
         hook = self._hook
         self.polls += 1
+        found: dict[str, TaskSummary | Exception]
         try:
-            found = await asyncio.to_thread(hook.task_states, uuids)
+            found = dict(await asyncio.to_thread(hook.task_states, uuids))
         except Exception as exc:
             self.failed_polls += 1
-            log.warning("Polling %d Qarnot task(s) failed: %s", len(uuids), describe(exc))
-            for watches in list(self._watches.values()):
-                for watch in list(watches):
-                    watch.on_error(exc)
-            return
+            if is_transient(exc) or isinstance(exc, CONNECTION_ERRORS):
+                log.warning("Polling %d Qarnot task(s) failed: %s", len(uuids), describe(exc))
+                found = dict.fromkeys(uuids, exc)
+            else:
+                log.warning("Polling %d Qarnot task(s) failed (%s); reading them one by one", len(uuids), describe(exc))
+                found = await asyncio.to_thread(_read_each, hook, uuids)
         for uuid in uuids:
-            summary = found.get(uuid)
+            result = found.get(uuid)
             for watch in list(self._watches.get(uuid, ())):
-                if summary is None:
+                if result is None:
                     watch.resolve(WatchOutcome("missing", None, f"Qarnot task {uuid} is missing from the poll"))
+                elif isinstance(result, Exception):
+                    watch.on_error(result)
                 else:
-                    watch.on_summary(summary)
+                    watch.on_summary(result)
+
+
+def _read_each(hook: QarnotHook, uuids: list[str]) -> dict[str, TaskSummary | Exception]:
+    """Each task's summary or read error, one `GET /tasks/{uuid}` each; deleted tasks are absent."""
+    found: dict[str, TaskSummary | Exception] = {}
+    for uuid in uuids:
+        try:
+            found[uuid] = hook.get_summary(uuid)
+        except MissingTaskException:
+            continue
+        except Exception as exc:
+            found[uuid] = exc
+    return found
 
 
 _POLLERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, TaskStatePoller]] = weakref.WeakKeyDictionary()
@@ -231,4 +275,12 @@ def _forget(loop: asyncio.AbstractEventLoop, poller: TaskStatePoller) -> None:
         del pollers[poller.settings.conn_id]
 
 
-__all__ = ["POLL_RETRY", "TaskStatePoller", "Watch", "WatchOutcome", "active_pollers", "get_poller"]
+__all__ = [
+    "CONNECTION_ERRORS",
+    "POLL_RETRY",
+    "TaskStatePoller",
+    "Watch",
+    "WatchOutcome",
+    "active_pollers",
+    "get_poller",
+]

@@ -67,7 +67,8 @@ class QarnotTaskTrigger(BaseTrigger):
     :param cancel_on_kill: abort the task when a user marks the deferred task failed/success or clears it.
     :param shared_polling: poll through the loop's shared poller (one batched request for all triggers
         of the connection) instead of one `GET /tasks/{uuid}` per trigger.
-    :param max_consecutive_errors: failed polls in a row, of a transient kind, before an `error` event.
+    :param max_consecutive_errors: the error budget: transient poll failures become an `error` event once
+        no poll has succeeded for this many poll intervals.
     """
 
     def __init__(
@@ -132,6 +133,9 @@ class QarnotTaskTrigger(BaseTrigger):
         mode = "the shared poller" if self.shared_polling else "its own polling"
         self.log.info("Waiting for Qarnot task %s (%s, every %ss)", self.task_uuid, mode, self.poll_interval)
         event = await self._wait(hook)
+        # Messages and errors quote Qarnot (and through it the task's output): never the token.
+        event["message"] = hook.redact(event["message"])
+        event["errors"] = [hook.redact(e) for e in event["errors"]]
         self.log.info("Qarnot task %s: %s", self.task_uuid, event["message"])
         yield TriggerEvent(event)  # type: ignore[no-untyped-call]
 
@@ -215,19 +219,55 @@ class QarnotTaskTrigger(BaseTrigger):
     async def on_kill(self) -> None:
         """A user marked the deferred task failed/success or cleared it: abort the Qarnot task (Airflow 3.3+).
 
-        Not called on triggerer restart, redistribution or normal completion, so running work survives those.
+        Not called on triggerer restart or normal completion, so running work survives those. Airflow 3.3
+        may still call it when a trigger is reassigned to another triggerer (apache/airflow#73454): then
+        the task instance is still DEFERRED, and the Qarnot task is left to the trigger's new home.
         """
         if not self.cancel_on_kill:
             self.log.info("cancel_on_kill is off; leaving Qarnot task %s running", self.task_uuid)
+            return
+        if not await self._safe_to_cancel():
+            self.log.info(
+                "The task instance is still deferred (its trigger moved to another triggerer): "
+                "leaving Qarnot task %s running",
+                self.task_uuid,
+            )
             return
         hook = await self._get_hook()
         aborted = await asyncio.to_thread(hook.abort_task, self.task_uuid)
         self.log.info("Qarnot task %s %s", self.task_uuid, "aborted" if aborted else "was already over")
 
+    async def _safe_to_cancel(self) -> bool:
+        """Whether the task instance has left DEFERRED (a user acted on it); True when its state is unreadable."""
+        try:
+            state = await asyncio.to_thread(_task_instance_state, self.task_instance)
+        except Exception as exc:
+            self.log.warning(
+                "Could not read the state of the task instance (%s); aborting Qarnot task %s as cancel_on_kill asks",
+                exc,
+                self.task_uuid,
+            )
+            return True
+        return state != "deferred"
+
     async def cleanup(self) -> None:
         """Release the HTTP connections (never aborts anything: this runs on every exit, restarts included)."""
         if self._hook is not None:
             self._hook.close()
+
+
+def _task_instance_state(ti: Any) -> str | None:
+    """The current state of the trigger's task instance, asked through the triggerer's supervisor (blocking)."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    if ti is None:
+        raise RuntimeError("the trigger has no task instance")
+    map_index = -1 if ti.map_index is None else int(ti.map_index)
+    found = RuntimeTaskInstance.get_task_states(
+        dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id], map_index=map_index
+    )
+    state = found[ti.run_id][ti.task_id if map_index < 0 else f"{ti.task_id}_{map_index}"]
+    return None if state is None else str(getattr(state, "value", state))  # an enum or its value
 
 
 __all__ = [

@@ -1,7 +1,7 @@
 """The one place that turns Qarnot client errors and task outcomes into Airflow exceptions.
 
-- Errors that a retry cannot fix (bad token, unknown profile/bucket/pool/job, invalid request or
-  argument, a task uuid that does not exist) become `AirflowFailException`: the task fails at once.
+- Errors that a retry cannot fix (bad token, untrusted TLS certificate, unknown profile/bucket/pool/job,
+  invalid request or argument, a task uuid that does not exist) become `AirflowFailException`: the task fails at once.
 - Errors that may pass (quota reached, no credits, transient failures after the client's own retries,
   unreadable answers) become `AirflowException`, so Airflow's `retries` apply.
 - A Qarnot task that ended in Failure or Cancelled becomes `AirflowException` (a retry resubmits),
@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
@@ -18,6 +18,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow_provider_qarnot.client import states
 from airflow_provider_qarnot.client.exceptions import (
     BucketStorageUnavailableException,
+    CertificateVerificationException,
     InvalidRequestException,
     MalformedResponseException,
     MissingBucketException,
@@ -42,6 +43,7 @@ NOT_RETRYABLE: tuple[type[BaseException], ...] = (
     MissingTaskException,
     InvalidRequestException,
     BucketStorageUnavailableException,
+    CertificateVerificationException,
     ValueError,
     TypeError,
 )
@@ -92,20 +94,29 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, OSError)  # requests' ConnectionError and Timeout are OSErrors
 
 
-def task_outcome_message(summary: TaskSummary) -> str:
-    """What happened to a final task, in one line: success, or the failure/cancellation with its errors."""
+def task_outcome_message(summary: TaskSummary, redact: Callable[[str], str] | None = None) -> str:
+    """What happened to a final task, in one line: success, or the failure/cancellation with its errors.
+
+    The errors come from Qarnot (and may quote the task's output): pass the hook's `redact` to hide the token.
+    """
     who = f"Qarnot task {summary.uuid}" + (f" ({summary.name!r})" if summary.name else "")
     if states.is_success(summary.state):
-        return f"{who} succeeded"
-    if summary.state == states.CANCELLED:
+        message = f"{who} succeeded"
+    elif summary.state == states.CANCELLED:
         details = failure_message(summary) if (summary.errors or summary.instances) else ""
-        return f"{who} was cancelled" + (f": {details}" if details and details != "no error details reported" else "")
-    return f"{who} ended in state {summary.state}: {failure_message(summary)}"
+        message = f"{who} was cancelled" + (
+            f": {details}" if details and details != "no error details reported" else ""
+        )
+    else:
+        message = f"{who} ended in state {summary.state}: {failure_message(summary)}"
+    return redact(message) if redact is not None else message
 
 
-def task_outcome_exception(summary: TaskSummary, *, retryable: bool = True) -> AirflowException:
+def task_outcome_exception(
+    summary: TaskSummary, *, retryable: bool = True, redact: Callable[[str], str] | None = None
+) -> AirflowException:
     """The exception for a task that ended without success (Failure or Cancelled)."""
-    message = task_outcome_message(summary)
+    message = task_outcome_message(summary, redact)
     return AirflowException(message) if retryable else AirflowFailException(message)
 
 

@@ -140,3 +140,19 @@ async def test_async_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_QARNOT_ASYNC", f"qarnot://:{QARNOT_TEST_TOKEN}@api.qarnot.com/")
     settings = await QarnotHook.aget_settings("qarnot_async")
     assert settings.cluster_url == "https://api.qarnot.com"
+
+
+def test_turning_tls_verification_off_is_warned(capfd: pytest.CaptureFixture[str]) -> None:
+    settings = QarnotConnectionSettings.from_connection(_conn("https://api.example.com", verify="false"))
+    QarnotHook("q", settings=settings).get_conn()
+    logs = capfd.readouterr().out
+    assert "TLS certificate verification is off" in logs
+    assert QARNOT_TEST_TOKEN not in logs
+    QarnotHook("q", settings=QarnotConnectionSettings.from_connection(_conn("https://api.example.com"))).get_conn()
+    assert "TLS" not in capfd.readouterr().out
+
+
+def test_redact_hides_the_token_before_any_call() -> None:
+    hook = QarnotHook("q", settings=QarnotConnectionSettings.from_connection(_conn()))
+    assert hook.redact(f"error: {QARNOT_TEST_TOKEN}") == "error: ***"
+    assert QarnotHook("unread").redact("nothing to hide") == "nothing to hide"  # never reads the connection

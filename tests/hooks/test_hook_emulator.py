@@ -102,3 +102,37 @@ def test_task_states_is_one_request_per_hundred_tasks(qarnot_conn: Any) -> None:
     found = hook.task_states([*uuids, "00000000-0000-0000-0000-000000000000"])
     assert set(found) == set(uuids)
     assert requests_made(qarnot_conn, "POST /tasks/paginate") == before + 1
+
+
+def test_reattach_aborts_the_other_running_tasks_of_earlier_tries(qarnot_conn: Any) -> None:
+    """Two tries' tasks both running (a duplicate): the retry attaches to the newest and aborts the other."""
+    hook = QarnotHook()
+    older = hook.submit_task(_spec("sleep 30", 1))
+    newer = hook.submit_task(_spec("sleep 30", 2))
+    task, decision = hook.submit_or_reattach(_spec("sleep 30", 3), IDENTITY, first_try=1, try_number=3)
+    assert (decision.action, task.uuid) == ("attach", newer.uuid)
+    assert qarnot_conn.wait_for_task(older.uuid, timeout=20)["state"] == states.CANCELLED
+    assert states.is_active(qarnot_conn.task(newer.uuid)["state"])
+    hook.abort_task(newer.uuid)
+
+
+def test_without_reattach_a_retry_aborts_the_previous_try_before_submitting(qarnot_conn: Any) -> None:
+    hook = QarnotHook()
+    first = hook.submit_task(_spec("sleep 30", 1))
+    task, decision = hook.submit_or_reattach(_spec("sleep 30", 2), IDENTITY, first_try=1, try_number=2, reattach=False)
+    assert decision.action == "submit"
+    assert task.uuid != first.uuid
+    assert qarnot_conn.wait_for_task(first.uuid, timeout=20)["state"] == states.CANCELLED
+    assert states.is_active(qarnot_conn.task(task.uuid)["state"])
+    hook.abort_task(task.uuid)
+
+
+def test_the_first_try_of_a_run_does_not_search(qarnot_conn: Any) -> None:
+    hook = QarnotHook()
+    created: list[str] = []
+    task, decision = hook.submit_or_reattach(
+        _spec("true"), IDENTITY, first_try=1, try_number=1, on_created=created.append
+    )
+    assert decision.action == "submit"
+    assert created == [task.uuid]
+    assert requests_made(qarnot_conn, "POST /tasks/paginate") == 0

@@ -78,6 +78,22 @@ def test_decide_reattach(tasks: list[tuple[str, str, int, int]], action: str, uu
     assert (decision.summary.uuid if decision.summary else None) == uuid
 
 
+def test_other_running_tasks_of_earlier_tries_are_stale() -> None:
+    tasks = [
+        _summary("a", states.FULLY_EXECUTING, 1, 0),
+        _summary("b", states.SUBMITTED, 2, 5),
+        _summary("c", states.PENDING_CANCEL, 2, 6),
+        _summary("d", states.FAILURE, 2, 7),
+    ]
+    decision = decide_reattach(tasks, IDENTITY, first_try=1)
+    assert (decision.action, decision.summary.uuid) == ("attach", "b")
+    assert [s.uuid for s in decision.stale] == ["a"]
+    off = decide_reattach(tasks, IDENTITY, first_try=1, reattach=False)
+    assert (off.action, off.summary) == ("submit", None)
+    assert [s.uuid for s in off.stale] == ["b", "a"]
+    assert decide_reattach(tasks, IDENTITY, first_try=3, reattach=False).stale == ()  # before a clear: not ours
+
+
 def test_tries_before_a_clear_are_ignored() -> None:
     before_clear = [_summary("old-ok", states.SUCCESS, 2), _summary("old-run", states.FULLY_EXECUTING, 1)]
     assert decide_reattach(before_clear, IDENTITY, first_try=3).action == "submit"
@@ -100,6 +116,7 @@ def test_tasks_of_other_task_instances_are_ignored() -> None:
         (qe.MissingPoolException("no pool"), AirflowFailException),
         (qe.MissingJobException("no job"), AirflowFailException),
         (qe.InvalidRequestException("bad body", status_code=400), AirflowFailException),
+        (qe.CertificateVerificationException("self-signed certificate"), AirflowFailException),
         (ValueError("instance_count must be at least 1"), AirflowFailException),
         (qe.MaxTaskException("quota"), AirflowException),
         (qe.NotEnoughCreditsException("broke", status_code=402), AirflowException),

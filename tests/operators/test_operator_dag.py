@@ -13,6 +13,7 @@ from airflow.sdk import DAG
 
 from airflow_provider_qarnot.client import states
 from airflow_provider_qarnot.client.spec import TaskSpec
+from airflow_provider_qarnot.emulator import FaultRule
 from airflow_provider_qarnot.hooks.qarnot import QarnotHook, TaskInstanceIdentity
 from airflow_provider_qarnot.operators.qarnot import QarnotSubmitTaskOperator
 from tests.conftest import QARNOT_TEST_TOKEN, qarnot_conn_json, requests_made, ti_states, xcom_value
@@ -118,6 +119,12 @@ def test_timeout_aborts_the_qarnot_task(qarnot_conn: Any, run_dag: Any, capfd: A
         assert qarnot_conn.wait_for_task(task["uuid"], timeout=20)["state"] == states.CANCELLED
 
 
+def fail_first_try(context: Any) -> None:
+    """A `pre_execute` that kills the first try before it does anything (its worker "died")."""
+    if context["ti"].try_number == 1:
+        raise RuntimeError("the worker of the first try died")
+
+
 def test_retry_reattaches_to_the_task_of_a_dead_worker(qarnot_conn: Any, run_dag: Any, capfd: Any) -> None:
     """A first try submitted, then its worker died: the next try attaches instead of submitting again."""
     when = datetime(2026, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
@@ -133,7 +140,9 @@ def test_retry_reattaches_to_the_task_of_a_dead_worker(qarnot_conn: Any, run_dag
         )
     )
     with make_dag("q_reattach") as dag:
-        qtask("q", "echo a-second-task", deferrable=True)
+        qtask(
+            "q", "echo a-second-task", deferrable=True, retries=1, retry_delay=timedelta(0), pre_execute=fail_first_try
+        )
     dag_run = run_dag(dag, logical_date=when, run_after=when)
     logs = capfd.readouterr().out
     assert dag_run.run_id == identity.run_id
@@ -202,7 +211,7 @@ def test_bad_token_fails_once_and_never_shows_the_token(
     assert "rejected the token" in out.out
     for text in (out.out, out.err, caplog.text):
         assert wrong not in text
-    assert requests_made(qarnot_conn, "POST /tasks") == 0
+    assert qarnot_conn.tasks() == []  # the rejected submit created nothing
 
 
 def test_token_never_in_logs_even_when_the_task_prints_it(
@@ -258,3 +267,46 @@ def test_mapped_tasks_get_their_own_identity(qarnot_conn: Any, run_dag: Any) -> 
     assert sorted(t["labels"]["airflow_map_index"] for t in tasks) == ["0", "1"]
     assert sorted(t["name"] for t in tasks) == ["q_mapped.q[0]", "q_mapped.q[1]"]
     assert len({tag for t in tasks for tag in t["tags"] if tag.startswith("airflow-ti-")}) == 2
+
+
+def test_trigger_errors_on_the_last_try_abort_the_task(qarnot_conn: Any, run_dag: Any, capfd: Any) -> None:
+    """The worker can reach Qarnot but the trigger's polls keep failing: with no retry left, nothing is left running."""
+    qarnot_conn.set_faults([FaultRule(pattern="POST /tasks/paginate", rate_503=1.0)])  # only the shared poller's reads
+    with make_dag("q_trigger_error") as dag:
+        qtask("q", "sleep 60", deferrable=True, poll_interval=0.2, retries=0)
+    started = time.monotonic()
+    dag_run = run_dag(dag)
+    logs = capfd.readouterr().out
+    assert time.monotonic() - started < 45
+    assert ti_states(dag_run) == {"q": "failed"}
+    assert "Polling Qarnot failed" in logs
+    assert "was aborted" in logs
+    (task,) = qarnot_conn.tasks()
+    assert qarnot_conn.wait_for_task(task["uuid"], timeout=20)["state"] == states.CANCELLED
+
+
+def test_execution_timeout_applies_while_deferred(qarnot_conn: Any, run_dag: Any, capfd: Any) -> None:
+    with make_dag("q_execution_timeout") as dag:
+        qtask("q", "sleep 30", deferrable=True, execution_timeout=timedelta(seconds=2))
+    started = time.monotonic()
+    dag_run = run_dag(dag)
+    assert time.monotonic() - started < 25
+    assert ti_states(dag_run) == {"q": "failed"}
+    assert "Timeout: Qarnot task" in capfd.readouterr().out
+    (task,) = qarnot_conn.tasks()
+    assert qarnot_conn.wait_for_task(task["uuid"], timeout=20)["state"] == states.CANCELLED
+
+
+def test_auto_delete_needs_a_completion_ttl_to_wait(qarnot_conn: Any, run_dag: Any, capfd: Any) -> None:
+    """Qarnot deletes an auto_delete task as soon as it ends (TTL 0): waiting for it needs a TTL."""
+    with make_dag("q_auto_delete") as dag:
+        qtask("no_ttl", "true", auto_delete=True, retries=2, retry_delay=timedelta(0))
+        qtask("short_ttl", "true", auto_delete=True, completion_ttl="00:00:10")
+        qtask("ttl", "true", auto_delete=True, completion_ttl=timedelta(minutes=2), deferrable=True)
+        qtask("no_wait", "true", auto_delete=True, wait_for_completion=False)
+    dag_run = run_dag(dag)
+    logs = capfd.readouterr().out
+    assert ti_states(dag_run) == {"no_ttl": "failed", "short_ttl": "failed", "ttl": "success", "no_wait": "success"}
+    assert try_numbers(dag_run)["no_ttl"] == 1  # AirflowFailException: no retry
+    assert "auto_delete=True with wait_for_completion=True needs a completion_ttl of at least 60" in logs
+    assert requests_made(qarnot_conn, "POST /tasks") == 2

@@ -9,17 +9,27 @@ from typing import Any
 from unittest.mock import MagicMock
 
 import pytest
-from airflow.sdk.exceptions import AirflowException, TaskDeferred
+from airflow.sdk.exceptions import AirflowException, TaskDeferralError, TaskDeferralTimeout, TaskDeferred
 
 from airflow_provider_qarnot.client import states
+from airflow_provider_qarnot.client.retry import RetryPolicy
+from airflow_provider_qarnot.emulator import FaultRule
+from airflow_provider_qarnot.hooks.qarnot import QarnotHook
 from airflow_provider_qarnot.operators.qarnot import QarnotSubmitTaskOperator
 from airflow_provider_qarnot.triggers.qarnot import QarnotTaskTrigger
-from tests.conftest import requests_made
+from tests.conftest import leak_token_into_errors, requests_made
 
 
-def make_context() -> dict[str, Any]:
-    ti = MagicMock(dag_id="d", task_id="t", run_id="r-execute", map_index=-1, try_number=1, max_tries=0)
+def make_context(try_number: int = 1, max_tries: int = 0) -> dict[str, Any]:
+    ti = MagicMock(
+        dag_id="d", task_id="t", run_id="r-execute", map_index=-1, try_number=try_number, max_tries=max_tries
+    )
     return {"ti": ti}
+
+
+def start_task(command: str = "sleep 30") -> str:
+    """A running Qarnot task submitted by a first try (no wait), its uuid."""
+    return operator(command, wait_for_completion=False).execute(make_context())
 
 
 def operator(command: str, **kwargs: Any) -> QarnotSubmitTaskOperator:
@@ -60,26 +70,24 @@ def test_defers_with_a_small_trigger_after_pushing_xcom(
 
 def test_reused_successful_task_finishes_without_deferring(qarnot_conn: Any) -> None:
     """A task that is final when first read (here: an earlier try's success) ends execute() at once."""
-    first = operator("true", wait_for_completion=False)
-    uuid = first.execute(make_context())
+    first = operator("true", wait_for_completion=False, retries=1)
+    uuid = first.execute(make_context(1, 1))
     qarnot_conn.wait_for_task(uuid, timeout=20)
-    again = operator("true", deferrable=True)
-    assert again.execute(make_context()) == uuid
+    again = operator("true", deferrable=True, retries=1)
+    assert again.execute(make_context(2, 1)) == uuid
     assert requests_made(qarnot_conn, "POST /tasks") == 1
+
+
+def test_a_first_try_submits_without_searching(qarnot_conn: Any) -> None:
+    """No earlier try of this run can exist on the first try: no paginate search for one."""
+    operator("true", wait_for_completion=False, retries=3).execute(make_context(1, 3))
+    assert requests_made(qarnot_conn, "POST /tasks") == 1
+    assert requests_made(qarnot_conn, "POST /tasks/paginate") == 0
 
 
 def test_on_kill_aborts_the_task_on_the_worker(qarnot_conn: Any) -> None:
     op = operator("sleep 30", poll_interval=0.2)
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            op.execute(make_context())
-        except BaseException as exc:
-            failure.append(exc)
-
-    worker = threading.Thread(target=run)
-    worker.start()
+    worker, failure = run_in_thread(op, make_context())
     deadline = time.monotonic() + 20
     while op._task_uuid is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -105,3 +113,139 @@ def test_timeout_event_aborts_and_says_timeout(qarnot_conn: Any) -> None:
     with pytest.raises(AirflowException, match="Timeout"):
         op.execute_complete(make_context(), event)
     assert qarnot_conn.wait_for_task(uuid, timeout=20)["state"] == states.CANCELLED
+
+
+def run_in_thread(
+    op: QarnotSubmitTaskOperator, context: dict[str, Any]
+) -> tuple[threading.Thread, list[BaseException]]:
+    """Start `op.execute(context)` in a thread (as a worker would run it); the list receives its exception."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            op.execute(context)
+        except BaseException as exc:
+            failure.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    return worker, failure
+
+
+def test_kill_during_the_submit_aborts_the_new_task(qarnot_conn: Any) -> None:
+    """The uuid is known as soon as the task exists: a kill before the submit returns still aborts it."""
+    qarnot_conn.set_faults([FaultRule(pattern="GET /tasks/*", latency_ms=1500)])  # a slow first read
+    op = operator("sleep 30", poll_interval=0.2)
+    context = make_context()
+    worker, _ = run_in_thread(op, context)
+    deadline = time.monotonic() + 10
+    while op._task_uuid is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert op._task_uuid is not None, "the uuid must be known before the submit returns"
+    assert not pushed(context), "still inside the submit"
+    op.on_kill()
+    qarnot_conn.clear_faults()
+    assert qarnot_conn.wait_for_task(op._task_uuid, timeout=20)["state"] == states.CANCELLED
+    worker.join(20)
+
+
+def test_on_kill_gives_up_fast_when_the_api_fails(qarnot_conn: Any) -> None:
+    """on_kill runs in the SIGTERM handler: a failing abort must not retry for minutes."""
+    uuid = start_task()
+    op = operator("sleep 30")
+    op._task_uuid = uuid
+    qarnot_conn.set_faults([FaultRule(pattern="POST /tasks/*/abort", rate_503=1.0)])
+    started = time.monotonic()
+    op.on_kill()
+    assert time.monotonic() - started < 10
+    assert requests_made(qarnot_conn, "POST /tasks/{uuid}/abort") >= 1
+
+
+@pytest.mark.parametrize(
+    ("error", "try_number", "max_tries", "raised", "aborted"),
+    [
+        ("Trigger timeout", 1, 3, TaskDeferralTimeout, True),  # Airflow's deferral timeout: always abort
+        ("Trigger failure", 3, 2, TaskDeferralError, True),  # the trigger crashed on the last try
+        ("Trigger failure", 1, 2, TaskDeferralError, False),  # ... with retries left: the retry reattaches
+    ],
+)
+def test_a_failed_deferral_aborts_the_task_unless_a_retry_reattaches(
+    qarnot_conn: Any, error: str, try_number: int, max_tries: int, raised: type[Exception], aborted: bool
+) -> None:
+    uuid = start_task()
+    context = make_context(try_number, max_tries)
+    context["ti"].xcom_pull.return_value = uuid
+    op = operator("sleep 30", deferrable=True, retries=max_tries)
+    with pytest.raises(raised, match=error):
+        op.resume_execution("__fail__", {"error": error}, context)
+    context["ti"].xcom_pull.assert_called_once_with(task_ids="t", key="qarnot_task_uuid", map_indexes=-1)
+    if aborted:
+        assert qarnot_conn.wait_for_task(uuid, timeout=20)["state"] == states.CANCELLED
+    else:
+        time.sleep(0.3)
+        assert states.is_active(qarnot_conn.task(uuid)["state"])
+
+
+@pytest.mark.parametrize(("try_number", "max_tries"), [(1, 0), (3, 2)])
+def test_an_error_event_on_the_last_try_aborts_the_task(qarnot_conn: Any, try_number: int, max_tries: int) -> None:
+    uuid = start_task()
+    event = {"status": "error", "task_uuid": uuid, "state": None, "message": "Polling Qarnot failed", "errors": []}
+    with pytest.raises(AirflowException, match="Polling Qarnot failed.*was aborted"):
+        operator("sleep 30", retries=max_tries).execute_complete(make_context(try_number, max_tries), event)
+    assert qarnot_conn.wait_for_task(uuid, timeout=20)["state"] == states.CANCELLED
+
+
+def test_an_error_event_with_a_retry_left_keeps_the_task(qarnot_conn: Any) -> None:
+    uuid = start_task()
+    event = {"status": "error", "task_uuid": uuid, "state": None, "message": "Polling Qarnot failed", "errors": []}
+    with pytest.raises(AirflowException, match="left running for the next try"):
+        operator("sleep 30", retries=1).execute_complete(make_context(1, 1), event)
+    time.sleep(0.3)
+    assert states.is_active(qarnot_conn.task(uuid)["state"])
+    # ... unless reattach is off: nothing would reattach to it.
+    with pytest.raises(AirflowException, match="was aborted"):
+        operator("sleep 30", retries=1, reattach_on_retry=False).execute_complete(make_context(1, 1), event)
+    assert qarnot_conn.wait_for_task(uuid, timeout=20)["state"] == states.CANCELLED
+
+
+def test_waiting_here_gives_up_on_the_last_try_and_aborts(qarnot_conn: Any) -> None:
+    """An error out of the worker-side wait (the task cannot be read) on the last try aborts the task."""
+    op = operator("sleep 30", poll_interval=0.2)
+    op.__dict__["hook"] = QarnotHook(retry=RetryPolicy(max_attempts=2, base_delay=0.05))  # fail fast
+    worker, failure = run_in_thread(op, make_context())
+    deadline = time.monotonic() + 20
+    while op._task_uuid is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    qarnot_conn.set_faults([FaultRule(pattern="GET /tasks/*", rate_503=1.0, max_faults=2)])
+    worker.join(30)
+    assert failure, "the wait should have failed"
+    assert "Waiting for Qarnot task" in str(failure[0])
+    assert "was aborted" in str(failure[0])
+    assert qarnot_conn.wait_for_task(op._task_uuid, timeout=20)["state"] == states.CANCELLED
+
+
+def test_execution_timeout_bounds_the_deferral(qarnot_conn: Any) -> None:
+    """Airflow 3.3 does not enforce execution_timeout while deferred: the trigger's deadline does."""
+    context = make_context()
+    op = operator("sleep 30", deferrable=True, timeout=3600, execution_timeout=timedelta(seconds=90))
+    before = time.time()
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)
+    _, kwargs = deferred.value.trigger.serialize()
+    assert before + 90 <= kwargs["deadline"] <= time.time() + 90
+    assert deferred.value.timeout < timedelta(seconds=3600)
+    QarnotHook().abort_task(pushed(context)["qarnot_task_uuid"])
+
+
+def test_qarnot_errors_never_carry_the_token(qarnot_conn: Any) -> None:
+    """Qarnot's error messages may quote the task's output, and with it the token."""
+    uuid = start_task("exit 3")
+    qarnot_conn.wait_for_task(uuid, timeout=20)
+    leak_token_into_errors(qarnot_conn, uuid)
+    event = {"status": "failure", "task_uuid": uuid, "state": "Failure", "message": "failed", "errors": []}
+    with pytest.raises(AirflowException) as raised:
+        operator("exit 3").execute_complete(make_context(), event)
+    assert "exit code 3" in str(raised.value)
+    assert qarnot_conn.token not in str(raised.value)
+    assert "***" in str(raised.value)

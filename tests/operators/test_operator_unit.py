@@ -114,10 +114,10 @@ def test_malformed_events_are_rejected(event: Any) -> None:
         operator().execute_complete({}, event)
 
 
-def test_error_event_fails_with_its_message() -> None:
+def test_error_event_fails_with_its_message_and_keeps_the_task_for_the_retry() -> None:
     event = {"status": "error", "task_uuid": "u", "state": None, "message": "boom", "errors": []}
-    with pytest.raises(AirflowException, match="boom"):
-        operator().execute_complete({}, event)
+    with pytest.raises(AirflowException, match="boom.*left running for the next try"):
+        operator().execute_complete(context(try_number=2, max_tries=3), event)
 
 
 def test_deferrable_is_off_unless_asked() -> None:

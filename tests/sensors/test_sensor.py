@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any
+from unittest.mock import MagicMock
 
+import pytest
 from airflow.sdk import DAG
+from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from airflow_provider_qarnot.client import states
 from airflow_provider_qarnot.client.spec import TaskSpec
 from airflow_provider_qarnot.hooks.qarnot import QarnotHook
 from airflow_provider_qarnot.operators.qarnot import QarnotSubmitTaskOperator
 from airflow_provider_qarnot.sensors.qarnot import QarnotTaskSensor
-from tests.conftest import ti_states, xcom_value
+from tests.conftest import leak_token_into_errors, ti_states, xcom_value
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 MODES: dict[str, dict[str, Any]] = {
@@ -104,3 +107,26 @@ def test_unknown_task_uuid_fails_without_retry(qarnot_conn: Any, run_dag: Any) -
         QarnotTaskSensor(task_id="empty", task_uuid="", poke_interval=0.3, retries=3)
     dag_run = run_dag(dag)
     assert ti_states(dag_run) == {"s": "failed", "empty": "failed"}
+
+
+def test_deferrable_sensor_defers_with_the_canonical_uuid(qarnot_conn: Any) -> None:
+    """A shortname would match nothing in the shared poller's uuid batch: the trigger gets the real uuid."""
+    spec = TaskSpec(
+        name="named", profile="docker-batch", instance_count=1, constants={"DOCKER_CMD": "sleep 30"}, shortname="my-run"
+    )
+    uuid = str(QarnotHook().submit_task(spec).uuid)
+    sensor = QarnotTaskSensor(task_id="s", task_uuid="my-run", poke_interval=1, deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute({"ti": MagicMock()})
+    assert deferred.value.trigger.task_uuid == uuid
+    QarnotHook().abort_task(uuid)
+
+
+def test_sensor_failure_never_carries_the_token(qarnot_conn: Any) -> None:
+    uuid = submit("exit 3")
+    qarnot_conn.wait_for_task(uuid, timeout=20)
+    leak_token_into_errors(qarnot_conn, uuid)
+    with pytest.raises(AirflowFailException) as raised:
+        QarnotTaskSensor(task_id="s", task_uuid=uuid).poke({})
+    assert "exit code 3" in str(raised.value)
+    assert qarnot_conn.token not in str(raised.value)

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from airflow_provider_qarnot.client import states
+from airflow_provider_qarnot.client.exceptions import InvalidRequestException
 from airflow_provider_qarnot.client.spec import TaskSpec
 from airflow_provider_qarnot.emulator import FaultRule
 from airflow_provider_qarnot.hooks.qarnot import QarnotHook
+from airflow_provider_qarnot.triggers import poller as poller_module
 from airflow_provider_qarnot.triggers.poller import active_pollers
 from airflow_provider_qarnot.triggers.qarnot import QarnotTaskTrigger
 from tests.conftest import QARNOT_TEST_TOKEN, qarnot_conn_json, requests_made
@@ -142,7 +145,71 @@ async def test_a_lasting_outage_ends_in_an_error_event(qarnot_conn: Any) -> None
     triggers = [QarnotTaskTrigger(task_uuid=u, poll_interval=0.1, max_consecutive_errors=3) for u in uuids]
     results = await run_triggers(triggers, timeout=30)
     assert [e["status"] for e in results] == ["error", "error"]
-    assert "3 failed polls in a row" in results[0]["message"]
+    assert "no successful poll for" in results[0]["message"]
+    assert "failed polls in a row" in results[0]["message"]
+
+
+async def test_each_watcher_keeps_its_own_error_budget(qarnot_conn: Any) -> None:
+    """A slow watcher (a sensor poking every 30 s) sharing the poller with a fast one is not failed at the fast rate."""
+    fast_uuid, slow_uuid = submit_many(2, "sleep 30")
+    qarnot_conn.set_faults([FaultRule(pattern=PAGINATE, rate_503=1.0)])
+    fast = asyncio.ensure_future(
+        run_triggers([QarnotTaskTrigger(task_uuid=fast_uuid, poll_interval=0.1, max_consecutive_errors=3)])
+    )
+    slow = asyncio.ensure_future(
+        run_triggers([QarnotTaskTrigger(task_uuid=slow_uuid, poll_interval=30, max_consecutive_errors=3)])
+    )
+    assert (await asyncio.wait_for(fast, 30))[0]["status"] == "error"
+    await asyncio.sleep(0.5)
+    assert not slow.done(), "the slow watcher has 90 s of budget, not 0.3 s"
+    slow.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await slow
+    await asyncio.to_thread(QarnotHook().abort_task, fast_uuid)
+    await asyncio.to_thread(QarnotHook().abort_task, slow_uuid)
+
+
+async def test_a_bad_task_in_the_batch_fails_only_its_own_trigger(
+    qarnot_conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch read the API rejects because of one task is retried task by task, which isolates that task."""
+    good = submit_many(2, "sleep 0.5")
+    bad = "not-a-task-uuid"
+    real_task_states = QarnotHook.task_states
+
+    def task_states(self: QarnotHook, uuids: Any) -> Any:
+        uuids = list(uuids)
+        if bad in uuids:
+            raise InvalidRequestException(f"malformed uuid {bad!r} in the filter", status_code=400)
+        return real_task_states(self, uuids)
+
+    monkeypatch.setattr(QarnotHook, "task_states", task_states)
+    triggers = [QarnotTaskTrigger(task_uuid=u, poll_interval=0.2) for u in [*good, bad]]
+    events = await run_triggers(triggers, timeout=30)
+    assert [e["status"] for e in events] == ["success", "success", "error"]
+    assert "no longer exists" in events[2]["message"]
+
+
+async def test_the_poller_survives_python_310_timeouts(qarnot_conn: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before Python 3.11, `asyncio.wait_for` raised `asyncio.TimeoutError`, which was not the builtin one."""
+
+    class Py310TimeoutError(Exception):
+        """`asyncio.exceptions.TimeoutError` on Python 3.10: not a subclass of the builtin `TimeoutError`."""
+
+    async def wait_for(awaitable: Any, timeout: float | None) -> Any:
+        try:
+            return await asyncio.wait_for(awaitable, timeout)
+        except TimeoutError:
+            raise Py310TimeoutError() from None
+
+    py310_asyncio = types.ModuleType("asyncio")
+    py310_asyncio.__dict__.update(vars(asyncio))
+    py310_asyncio.TimeoutError = Py310TimeoutError  # type: ignore[attr-defined]
+    py310_asyncio.wait_for = wait_for  # type: ignore[attr-defined]
+    monkeypatch.setattr(poller_module, "asyncio", py310_asyncio)
+    uuids = submit_many(2, "sleep 0.6")
+    events = await run_triggers([QarnotTaskTrigger(task_uuid=u, poll_interval=0.2) for u in uuids], timeout=30)
+    assert [e["status"] for e in events] == ["success", "success"]
 
 
 async def test_tasks_of_two_connections_use_two_pollers(qarnot_conn: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from airflow_provider_qarnot.client.spec import TaskSpec
 from airflow_provider_qarnot.hooks.qarnot import QarnotHook
 from airflow_provider_qarnot.triggers.poller import active_pollers
 from airflow_provider_qarnot.triggers.qarnot import QarnotTaskTrigger
-from tests.conftest import qarnot_conn_json
+from tests.conftest import leak_token_into_errors, qarnot_conn_json
 
 POLL = 0.2
 
@@ -148,3 +149,71 @@ async def test_on_kill_on_a_finished_task_is_harmless(qarnot_conn: Any) -> None:
     await asyncio.to_thread(qarnot_conn.wait_for_task, uuid, 20)
     await QarnotTaskTrigger(task_uuid=uuid).on_kill()
     assert qarnot_conn.task(uuid)["state"] == states.SUCCESS
+
+
+def deferred_ti(run_id: str = "r", map_index: int = -1) -> SimpleNamespace:
+    """What a trigger knows of its task instance in the triggerer."""
+    return SimpleNamespace(dag_id="d", task_id="t", run_id=run_id, map_index=map_index)
+
+
+@pytest.mark.parametrize(
+    ("state", "map_index", "aborted"),
+    [
+        ("deferred", -1, False),  # the trigger only moved to another triggerer (apache/airflow#73454)
+        ("deferred", 2, False),
+        ("failed", -1, True),  # marked failed
+        (None, 2, True),  # cleared
+        ("success", -1, True),  # marked success
+    ],
+)
+async def test_on_kill_aborts_only_when_the_task_instance_left_deferred(
+    qarnot_conn: Any, monkeypatch: pytest.MonkeyPatch, state: str | None, map_index: int, aborted: bool
+) -> None:
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    asked: list[dict[str, Any]] = []
+
+    def get_task_states(**kwargs: Any) -> dict[str, Any]:
+        asked.append(kwargs)
+        return {"r": {("t" if map_index < 0 else f"t_{map_index}"): state}}
+
+    monkeypatch.setattr(RuntimeTaskInstance, "get_task_states", staticmethod(get_task_states))
+    uuid = submit("sleep 30")
+    trigger = QarnotTaskTrigger(task_uuid=uuid, poll_interval=POLL)
+    trigger.task_instance = deferred_ti(map_index=map_index)  # type: ignore[assignment]
+    await trigger.on_kill()
+    assert asked == [{"dag_id": "d", "task_ids": ["t"], "run_ids": ["r"], "map_index": map_index}]
+    if aborted:
+        assert (await asyncio.to_thread(qarnot_conn.wait_for_task, uuid, 20))["state"] == states.CANCELLED
+    else:
+        await asyncio.sleep(0.3)
+        assert states.is_active(qarnot_conn.task(uuid)["state"])
+        await asyncio.to_thread(QarnotHook().abort_task, uuid)
+
+
+async def test_on_kill_aborts_when_the_state_cannot_be_read(
+    qarnot_conn: Any, monkeypatch: pytest.MonkeyPatch, capfd: Any
+) -> None:
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    def get_task_states(**kwargs: Any) -> dict[str, Any]:
+        raise ConnectionError("supervisor unreachable")
+
+    monkeypatch.setattr(RuntimeTaskInstance, "get_task_states", staticmethod(get_task_states))
+    uuid = submit("sleep 30")
+    trigger = QarnotTaskTrigger(task_uuid=uuid, poll_interval=POLL)
+    trigger.task_instance = deferred_ti()  # type: ignore[assignment]
+    await trigger.on_kill()
+    assert (await asyncio.to_thread(qarnot_conn.wait_for_task, uuid, 20))["state"] == states.CANCELLED
+    assert "Could not read the state of the task instance" in capfd.readouterr().out
+
+
+async def test_events_never_carry_the_token(qarnot_conn: Any, shared: bool) -> None:
+    """Qarnot's errors may quote the task's output, and with it the token: events hide it."""
+    uuid = submit("exit 3")
+    await asyncio.to_thread(qarnot_conn.wait_for_task, uuid, 20)
+    leak_token_into_errors(qarnot_conn, uuid)
+    event = await first_event(QarnotTaskTrigger(task_uuid=uuid, poll_interval=POLL, shared_polling=shared))
+    assert event["status"] == "failure"
+    assert qarnot_conn.token not in repr(event)
+    assert "token=***" in repr(event)
