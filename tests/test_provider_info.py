@@ -37,7 +37,7 @@ def test_connection_form_metadata() -> None:
     conn = get_provider_info()["connection-types"][0]
     assert conn["connection-type"] == "qarnot"
     assert conn["hook-name"] == "Qarnot"
-    assert set(conn["conn-fields"]) == {"storage_url", "verify", "timeout", "console_url"}
+    assert set(conn["conn-fields"]) == {"storage_url", "verify", "timeout", "console_url", "allow_insecure_http"}
     behaviour = conn["ui-field-behaviour"]
     assert set(behaviour["hidden-fields"]) == {"login", "schema", "port"}
     assert behaviour["relabeling"] == {"host": "API URL", "password": "API token"}
