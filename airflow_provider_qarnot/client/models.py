@@ -183,8 +183,12 @@ def _require_object(data: Any, what: str) -> Mapping[str, Any]:
     return data
 
 
-def parse_task_summary(data: Any) -> TaskSummary:
-    """Read a task or task summary; raises `MalformedResponseException` when it has no uuid."""
+def parse_task_summary(data: Any, *, keep_raw: bool = True) -> TaskSummary:
+    """Read a task or task summary; raises `MalformedResponseException` when it has no uuid.
+
+    `keep_raw=False` leaves `raw` empty instead of holding the whole decoded document (for summaries
+    kept in bulk, where the document's hundred-odd objects per task would only weigh on memory and GC).
+    """
     obj = _require_object(data, "task")
     uuid = _str(obj, "uuid")
     if not uuid:
@@ -212,7 +216,7 @@ def parse_task_summary(data: Any) -> TaskSummary:
         instance_count=_int(obj, "instanceCount"),
         advanced_ranges=_str(obj, "advancedRanges"),
         failed_range=failed_range,
-        raw=obj,
+        raw=obj if keep_raw else {},
     )
 
 

@@ -285,8 +285,8 @@ ReattachAction = Literal["submit", "attach", "reuse"]
 class ReattachDecision:
     """What a new try does about earlier Qarnot tasks of its task instance.
 
-    `stale` are the other still-running tasks of earlier tries of this run (duplicates, or the task of
-    a try that is not reattached to): they are aborted before attaching or submitting.
+    `stale` are the other still-running tasks of the task instance (duplicates, the task of a try that is
+    not reattached to, those of tries before a clear): they are aborted before attaching or submitting.
     """
 
     action: ReattachAction
@@ -313,29 +313,43 @@ def decide_reattach(
     first_try: int | None = None,
     *,
     reattach: bool = True,
+    try_number: int | None = None,
 ) -> ReattachDecision:
-    """Attach to the newest still-running task, else reuse the newest successful one, else submit.
+    """Keep this try's own task, else attach to the newest running one, else reuse a success, else submit.
 
     Only tasks of this identity count, and, when `first_try` is known, only those submitted by a try
-    of the current run of the task instance (tries before a clear start over). Every other running
-    one is `stale`; with `reattach=False` every running one is, and the decision is always to submit.
+    of the current run of the task instance (tries before a clear start over). A task labelled with
+    the current `try_number` is this try's own, whatever its state and `reattach`: Airflow can run a
+    try's `execute()` twice, and one try never owns two Qarnot tasks. Every other running task is
+    `stale`: of this run, those not attached to (all of them with `reattach=False`); of the runs before
+    a clear, all of them (their tries are over, even when the trigger's `on_kill` lost its race).
     """
-    eligible = [s for s in candidates if identity.matches(s)]
+    mine_all = _newest_first(s for s in candidates if identity.matches(s))
+    active = [s for s in mine_all if not states.is_final(s.state) and s.state not in states.PENDING_STATES]
+    eligible = mine_all
     if first_try is not None:
-        eligible = [s for s in eligible if (_try_number(s) or first_try) >= first_try]
-    eligible = _newest_first(eligible)
-    running = [s for s in eligible if not states.is_final(s.state) and s.state not in states.PENDING_STATES]
+        eligible = [s for s in mine_all if (_try_number(s) or first_try) >= first_try]
+    current_run = {s.uuid for s in eligible}
+    before_clear = tuple(s for s in active if s.uuid not in current_run)
+    running = [s for s in active if s.uuid in current_run]
+    own = [s for s in eligible if try_number is not None and _try_number(s) == try_number]
+    if own:
+        mine = own[0]
+        others = tuple(s for s in running if s.uuid != mine.uuid) + before_clear
+        action: ReattachAction = "reuse" if states.is_final(mine.state) else "attach"
+        return ReattachDecision(action, mine, f"this try already submitted task {mine.uuid} ({mine.state})", others)
     if not reattach:
-        return ReattachDecision("submit", None, "reattach is off", tuple(running))
+        return ReattachDecision("submit", None, "reattach is off", tuple(running) + before_clear)
     if running:
         reason = f"an earlier try's task {running[0].uuid} is {running[0].state}"
-        return ReattachDecision("attach", running[0], reason, tuple(running[1:]))
+        return ReattachDecision("attach", running[0], reason, tuple(running[1:]) + before_clear)
     succeeded = [s for s in eligible if states.is_success(s.state)]
     if succeeded:
-        return ReattachDecision("reuse", succeeded[0], f"an earlier try's task {succeeded[0].uuid} succeeded")
+        reason = f"an earlier try's task {succeeded[0].uuid} succeeded"
+        return ReattachDecision("reuse", succeeded[0], reason, before_clear)
     if eligible:
-        return ReattachDecision("submit", None, f"{len(eligible)} earlier task(s) ended without success")
-    return ReattachDecision("submit", None, "no earlier task")
+        return ReattachDecision("submit", None, f"{len(eligible)} earlier task(s) ended without success", before_clear)
+    return ReattachDecision("submit", None, "no earlier task", before_clear)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -466,16 +480,15 @@ class QarnotHook(BaseHook):
         reattach: bool = True,
         on_created: Callable[[str], None] | None = None,
     ) -> tuple[QTask, ReattachDecision]:
-        """Attach to (or reuse) an earlier try's Qarnot task of this task instance, or submit `spec`.
+        """Keep this try's own task, attach to (or reuse) an earlier try's, or submit `spec`.
 
-        The first try of a run (`try_number == first_try`) cannot have earlier tasks: it submits without
-        searching. Later tries first abort the earlier tries' running tasks they do not attach to.
-        `on_created(uuid)` is called as soon as the uuid of the task to wait for is known.
+        Always one search by the task instance's tag first, also on a first try: Airflow 3.3 can run a
+        try's `execute()` again after it submitted (a late executor event racing a fast trigger), and that
+        second run must find the task instead of submitting a twin. Earlier tries' running tasks that are
+        not attached to are aborted. `on_created(uuid)` is called as soon as the task's uuid is known.
         """
-        if try_number is not None and first_try is not None and try_number <= first_try:
-            decision = ReattachDecision("submit", None, "first try of this run")
-        else:
-            decision = decide_reattach(self.find_tasks_by_tag(identity.tag), identity, first_try, reattach=reattach)
+        found = self.find_tasks_by_tag(identity.tag)
+        decision = decide_reattach(found, identity, first_try, reattach=reattach, try_number=try_number)
         for stale in decision.stale:
             self.log.warning(
                 "Aborting Qarnot task %s of an earlier try (%s): only one may run", stale.uuid, stale.state

@@ -221,15 +221,16 @@ class QarnotTaskTrigger(BaseTrigger):
 
         Not called on triggerer restart or normal completion, so running work survives those. Airflow 3.3
         may still call it when a trigger is reassigned to another triggerer (apache/airflow#73454): then
-        the task instance is still DEFERRED, and the Qarnot task is left to the trigger's new home.
+        the task instance is still DEFERRED, and the Qarnot task is left to the trigger's new home. A cleared
+        task rerun fast enough to be DEFERRED again looks the same; its new try aborts the old task.
         """
         if not self.cancel_on_kill:
             self.log.info("cancel_on_kill is off; leaving Qarnot task %s running", self.task_uuid)
             return
         if not await self._safe_to_cancel():
             self.log.info(
-                "The task instance is still deferred (its trigger moved to another triggerer): "
-                "leaving Qarnot task %s running",
+                "The task instance is still deferred (its trigger moved to another triggerer, or a cleared "
+                "task's next try deferred already and aborts this try's task itself): leaving Qarnot task %s",
                 self.task_uuid,
             )
             return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import http.server
 import ssl
 import threading
@@ -25,6 +24,7 @@ from airflow_provider_qarnot.client import (
 from airflow_provider_qarnot.client.connection import DEFAULT_TIMEOUT
 from airflow_provider_qarnot.client.exceptions import CertificateVerificationException
 from tests.client.conftest import connect
+from tools.tls import self_signed_certificate
 
 TOKEN = "tok-SECRET-4f1d2c"
 
@@ -209,39 +209,9 @@ def test_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
         QConnection.from_env()
 
 
-def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
-
-
 def test_tls_verification_is_on_by_default(recorder_factory: Callable[..., Recorder], tmp_path: Path) -> None:
     rec = recorder_factory(lambda h, n: reply(h, 200, b'{"storage": null}'))
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     rec.server.socket = context.wrap_socket(rec.server.socket, server_side=True)

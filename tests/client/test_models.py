@@ -93,6 +93,14 @@ def test_full_task_is_parsed() -> None:
     assert "[E1] instance 1 failed" in message
 
 
+def test_raw_document_is_kept_unless_asked_not_to() -> None:
+    doc = {"uuid": "u", "state": "Success", "unexpected": {"whatever": True}}
+    assert parse_task_summary(doc).raw is doc
+    light = parse_task_summary(doc, keep_raw=False)
+    assert light.raw == {}
+    assert light == parse_task_summary(doc)  # raw takes no part in equality
+
+
 def test_state_spelling_is_normalized() -> None:
     assert parse_task_summary({"uuid": "u", "state": "success"}).state == "Success"
     assert parse_task_summary({"uuid": "u", "state": "SomethingNew"}).state == "SomethingNew"

@@ -261,6 +261,7 @@ def test_states_of_many_tasks_in_few_requests(qarnot_emulator_factory: Any) -> N
         paginate_calls = sum(after.get(k, 0) - before.get(k, 0) for k in after if "paginate" in k)
         assert set(found) == set(uuids)
         assert all(s.state is not None and not states.is_final(s.state) for s in found.values())
+        assert all(s.raw == {} for s in found.values())  # no task document kept per summary (memory, GC)
         assert paginate_calls == 3
         by_tag = conn.task_summaries(tags=["batch-x"])
         assert {s.uuid for s in by_tag} == set(uuids)

@@ -127,7 +127,7 @@ def test_without_reattach_a_retry_aborts_the_previous_try_before_submitting(qarn
     hook.abort_task(task.uuid)
 
 
-def test_the_first_try_of_a_run_does_not_search(qarnot_conn: Any) -> None:
+def test_the_first_try_searches_once_then_submits(qarnot_conn: Any) -> None:
     hook = QarnotHook()
     created: list[str] = []
     task, decision = hook.submit_or_reattach(
@@ -135,4 +135,29 @@ def test_the_first_try_of_a_run_does_not_search(qarnot_conn: Any) -> None:
     )
     assert decision.action == "submit"
     assert created == [task.uuid]
-    assert requests_made(qarnot_conn, "POST /tasks/paginate") == 0
+    assert requests_made(qarnot_conn, "POST /tasks/paginate") == 1
+
+
+@pytest.mark.parametrize("reattach", [True, False])
+def test_a_try_that_runs_again_keeps_its_own_task(qarnot_conn: Any, reattach: bool) -> None:
+    """Airflow can run one try's execute() twice: the second finds the first's task and submits nothing."""
+    hook = QarnotHook()
+    first, _ = hook.submit_or_reattach(_spec("sleep 30", 1), IDENTITY, first_try=1, try_number=1, reattach=reattach)
+    again, decision = hook.submit_or_reattach(
+        _spec("sleep 30", 1), IDENTITY, first_try=1, try_number=1, reattach=reattach
+    )
+    assert (decision.action, again.uuid) == ("attach", first.uuid)
+    assert requests_made(qarnot_conn, "POST /tasks") == 1
+    hook.abort_task(first.uuid)
+
+
+def test_after_a_clear_the_new_try_aborts_the_task_of_the_cleared_try(qarnot_conn: Any) -> None:
+    """The trigger's on_kill can lose its race with a fast rerun: the rerun itself aborts the old task."""
+    hook = QarnotHook()
+    old = hook.submit_task(_spec("sleep 30", 1))
+    task, decision = hook.submit_or_reattach(_spec("sleep 30", 2), IDENTITY, first_try=2, try_number=2)
+    assert decision.action == "submit"
+    assert task.uuid != old.uuid
+    assert qarnot_conn.wait_for_task(old.uuid, timeout=20)["state"] == states.CANCELLED
+    assert states.is_active(qarnot_conn.task(task.uuid)["state"])
+    hook.abort_task(task.uuid)

@@ -91,7 +91,19 @@ def test_other_running_tasks_of_earlier_tries_are_stale() -> None:
     off = decide_reattach(tasks, IDENTITY, first_try=1, reattach=False)
     assert (off.action, off.summary) == ("submit", None)
     assert [s.uuid for s in off.stale] == ["b", "a"]
-    assert decide_reattach(tasks, IDENTITY, first_try=3, reattach=False).stale == ()  # before a clear: not ours
+    after_clear = decide_reattach(tasks, IDENTITY, first_try=3)  # a clear ended every earlier try
+    assert (after_clear.action, [s.uuid for s in after_clear.stale]) == ("submit", ["b", "a"])
+
+
+def test_the_current_tries_own_task_is_kept_whatever_its_state() -> None:
+    tasks = [_summary("old", states.FULLY_EXECUTING, 1, 0), _summary("mine", states.FAILURE, 2, 5)]
+    for reattach in (True, False):
+        decision = decide_reattach(tasks, IDENTITY, first_try=1, reattach=reattach, try_number=2)
+        assert (decision.action, decision.summary.uuid) == ("reuse", "mine")
+        assert [s.uuid for s in decision.stale] == ["old"]
+    running = [_summary("mine", states.SUBMITTED, 1, 0)]
+    assert decide_reattach(running, IDENTITY, first_try=1, reattach=False, try_number=1).action == "attach"
+    assert decide_reattach(running, IDENTITY, first_try=1, try_number=2).action == "attach"  # an earlier try's
 
 
 def test_tries_before_a_clear_are_ignored() -> None:

@@ -271,11 +271,20 @@ def test_mapped_tasks_get_their_own_identity(qarnot_conn: Any, run_dag: Any) -> 
 
 def test_trigger_errors_on_the_last_try_abort_the_task(qarnot_conn: Any, run_dag: Any, capfd: Any) -> None:
     """The worker can reach Qarnot but the trigger's polls keep failing: with no retry left, nothing is left running."""
-    qarnot_conn.set_faults([FaultRule(pattern="POST /tasks/paginate", rate_503=1.0)])  # only the shared poller's reads
+
+    def fail_reads_once_submitted() -> None:  # the submit's own search must pass: only the poller's reads fail
+        deadline = time.monotonic() + 30
+        while not qarnot_conn.tasks() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        qarnot_conn.set_faults([FaultRule(pattern="POST /tasks/paginate", rate_503=1.0)])
+
     with make_dag("q_trigger_error") as dag:
         qtask("q", "sleep 60", deferrable=True, poll_interval=0.2, retries=0)
     started = time.monotonic()
+    breaker = threading.Thread(target=fail_reads_once_submitted, daemon=True)
+    breaker.start()
     dag_run = run_dag(dag)
+    breaker.join(5)
     logs = capfd.readouterr().out
     assert time.monotonic() - started < 45
     assert ti_states(dag_run) == {"q": "failed"}

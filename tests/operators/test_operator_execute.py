@@ -78,11 +78,13 @@ def test_reused_successful_task_finishes_without_deferring(qarnot_conn: Any) -> 
     assert requests_made(qarnot_conn, "POST /tasks") == 1
 
 
-def test_a_first_try_submits_without_searching(qarnot_conn: Any) -> None:
-    """No earlier try of this run can exist on the first try: no paginate search for one."""
-    operator("true", wait_for_completion=False, retries=3).execute(make_context(1, 3))
+def test_a_first_try_searches_once_and_submits_once(qarnot_conn: Any) -> None:
+    """One search (this try may have run before), one submit; running the same try again submits nothing."""
+    uuid = operator("true", wait_for_completion=False, retries=3).execute(make_context(1, 3))
     assert requests_made(qarnot_conn, "POST /tasks") == 1
-    assert requests_made(qarnot_conn, "POST /tasks/paginate") == 0
+    assert requests_made(qarnot_conn, "POST /tasks/paginate") == 1
+    assert operator("true", wait_for_completion=False, retries=3).execute(make_context(1, 3)) == uuid
+    assert requests_made(qarnot_conn, "POST /tasks") == 1
 
 
 def test_on_kill_aborts_the_task_on_the_worker(qarnot_conn: Any) -> None:
