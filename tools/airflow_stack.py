@@ -6,6 +6,7 @@ set-up: nothing here is mocked, and every process it starts is stopped when it s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -42,13 +43,22 @@ class TaskProgress:
 class LocalStack:
     """The emulator and the four Airflow components, in a project-local directory."""
 
-    def __init__(self, root: Path, dags_folder: Path, token: str, parallelism: int = 4) -> None:
+    def __init__(
+        self,
+        root: Path,
+        dags_folder: Path,
+        token: str,
+        parallelism: int = 4,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
         self.root = root
         self.home = root / "airflow"
         self.logs = root / "logs"
         self.dags_folder = dags_folder
         self.token = token
         self.parallelism = parallelism
+        #: Settings added to (or overriding) every Airflow component's environment, e.g. `AIRFLOW__...` tweaks.
+        self.extra_env = dict(extra_env or {})
         self.api_port = free_port()
         self.api_url = f"http://127.0.0.1:{self.api_port}"
         self.emulator_url: str | None = None
@@ -93,10 +103,14 @@ class LocalStack:
                 "extra": {"storage_url": self.storage_url},
             }
             env["AIRFLOW_CONN_QARNOT_DEFAULT"] = json.dumps(conn)
+        env.update(self.extra_env)
         return env
 
-    def start_emulator(self, *extra_args: str, timeout: float = 60.0) -> None:
-        """Start `qarnot-emulator` on a free port and wait for its ready line."""
+    def start_emulator(self, *extra_args: str, timeout: float = 60.0, port: int = 0, storage_port: int = 0) -> None:
+        """Start `qarnot-emulator` (on free ports unless given) and wait for its ready line.
+
+        Give fixed ports to restart it later at the same URL (see `restart_emulator`).
+        """
         service = Service(
             "emulator",
             [
@@ -104,7 +118,9 @@ class LocalStack:
                 "--host",
                 "127.0.0.1",
                 "--port",
-                "0",
+                str(port),
+                "--storage-port",
+                str(storage_port),
                 "--state-dir",
                 str(self.root / "emulator-state"),
                 *extra_args,
@@ -114,16 +130,41 @@ class LocalStack:
         )
         service.start()
         self.services.append(service)
+        self._wait_for_emulator(service, 0, timeout)
+
+    def _wait_for_emulator(self, service: Service, ready_lines_before: int, timeout: float) -> None:
+        """Wait for the emulator's ready line number `ready_lines_before + 1` in its log."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            match = READY_LINE.search(service.tail(200))
-            if match:
-                self.emulator_url, self.storage_url = match.group(1), match.group(2)
+            matches = READY_LINE.findall(service.tail(100_000))
+            if len(matches) > ready_lines_before:
+                self.emulator_url, self.storage_url = matches[-1]
                 return
             if not service.running:
                 raise RuntimeError(f"the emulator exited early:\n{service.tail()}")
             time.sleep(0.1)
         raise RuntimeError(f"the emulator did not become ready in {timeout:.0f}s:\n{service.tail()}")
+
+    def restart_emulator(self, hard: bool = False, timeout: float = 60.0) -> None:
+        """Stop the emulator (SIGKILL when `hard`), start it again with the same arguments, wait until it serves.
+
+        With fixed ports (see `start_emulator`) it comes back at the same URL, and with its `--state-dir`
+        it comes back with its tasks.
+        """
+        old = self.service("emulator")
+        before = len(READY_LINE.findall(old.tail(100_000)))
+        url = self.emulator_url
+        self.restart("emulator", hard=hard)
+        self._wait_for_emulator(self.service("emulator"), before, timeout)
+        if url != self.emulator_url:
+            raise RuntimeError(f"the emulator came back at {self.emulator_url}, not {url}: give it fixed ports")
+
+    def enable_sqlite_wal(self) -> None:
+        """Put the metadata DB in WAL mode (it stays so): readers stop blocking writers, which a busy stack needs."""
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(self.home / "airflow.db")) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
 
     def migrate(self) -> None:
         """Create a fresh metadata database."""
@@ -166,7 +207,13 @@ class LocalStack:
     # ------------------------------------------------------------------ REST API
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._session.request(method, f"{self.api_url}/api/v2{path}", timeout=30, **kwargs)
+        """One REST API call; a read answered 5xx is retried a few times (a busy sqlite DB answers so under load)."""
+        attempts = 5 if method.upper() == "GET" else 1
+        for attempt in range(attempts):
+            response = self._session.request(method, f"{self.api_url}/api/v2{path}", timeout=30, **kwargs)
+            if response.status_code < 500 or attempt == attempts - 1:
+                break
+            time.sleep(1)
         response.raise_for_status()
         return response.json() if response.content else None
 
@@ -204,8 +251,12 @@ class LocalStack:
             time.sleep(1)
         raise RuntimeError(f"DAG {dag_id} was not parsed within {timeout:.0f}s")
 
-    def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None) -> str:
-        run = self.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": dict(conf or {})})
+    def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None, run_id: str | None = None) -> str:
+        """Start a DAG run (with `run_id`, or one Airflow names); returns its run id."""
+        body: dict[str, Any] = {"logical_date": None, "conf": dict(conf or {})}
+        if run_id is not None:
+            body["dag_run_id"] = run_id
+        run = self.api("POST", f"/dags/{dag_id}/dagRuns", json=body)
         return str(run["dag_run_id"])
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
@@ -243,10 +294,97 @@ class LocalStack:
                 raise TimeoutError(f"DAG run {run_id} still {run['state']} after {timeout:.0f}s")
             time.sleep(poll)
 
+    def all_task_instances(self, dag_id: str, run_id: str = "~") -> list[dict[str, Any]]:
+        """Every task instance of a DAG run (`~`: of every run), following the API's pages."""
+        quoted = urllib.parse.quote(run_id, safe="~")
+        found: list[dict[str, Any]] = []
+        while True:
+            page = self.api(
+                "GET",
+                f"/dags/{dag_id}/dagRuns/{quoted}/taskInstances",
+                params={"limit": 100, "offset": len(found), "order_by": "id"},
+            )
+            items = list(page.get("task_instances", []))
+            found += items
+            if not items or len(found) >= int(page.get("total_entries", 0)):
+                return found
+
+    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
+        """Every run of a DAG, following the API's pages."""
+        found: list[dict[str, Any]] = []
+        while True:
+            page = self.api("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 100, "offset": len(found)})
+            items = list(page.get("dag_runs", []))
+            found += items
+            if not items or len(found) >= int(page.get("total_entries", 0)):
+                return found
+
+    def task_instance(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any]:
+        """One task instance as the REST API shows it (its `id`, `state`, `try_number`...)."""
+        path = f"/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/{task_id}"
+        return dict(self.api("GET", path if map_index < 0 else f"{path}/{map_index}"))
+
+    def patch_task_instance_state(
+        self, dag_id: str, run_id: str, task_id: str, new_state: str, map_index: int = -1
+    ) -> Any:
+        """Mark a task instance `success`, `failed` or `skipped`, as a user does in the UI."""
+        path = f"/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/{task_id}"
+        return self.api("PATCH", path if map_index < 0 else f"{path}/{map_index}", json={"new_state": new_state})
+
+    def clear_task_instances(self, dag_id: str, run_id: str, task_ids: list[str]) -> Any:
+        """Clear task instances of one run whatever their state, as a user does in the UI (they run again)."""
+        body = {"dry_run": False, "dag_run_id": run_id, "task_ids": task_ids, "only_failed": False}
+        return self.api("POST", f"/dags/{dag_id}/clearTaskInstances", json=body)
+
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         quoted = urllib.parse.quote(run_id, safe="")
         entry = self.api("GET", f"/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/xcomEntries/{key}")
         return entry.get("value")
+
+    # ------------------------------------------------------------------ the emulator's API and admin endpoints
+
+    def emulator(self, method: str, path: str, attempts: int = 20, **kwargs: Any) -> Any:
+        """A request to the emulator with the stack's token; retried while it answers 429/5xx or is restarting.
+
+        Only for inspection and the admin endpoints (`/_emulator/...`, never faulted); the code under
+        test gets no such help.
+        """
+        if not self.emulator_url:
+            raise RuntimeError("the emulator is not started")
+        headers = {"Authorization": self.token}
+        for attempt in range(attempts):
+            try:
+                response = self._session.request(
+                    method, f"{self.emulator_url}{path}", headers=headers, timeout=30, **kwargs
+                )
+            except requests.ConnectionError:
+                if attempt == attempts - 1:
+                    raise
+            else:
+                if response.status_code < 429 or attempt == attempts - 1:
+                    response.raise_for_status()
+                    return response.json() if response.content else None
+            time.sleep(0.3)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def emulator_stats(self) -> dict[str, Any]:
+        """The emulator's counters: requests per route, faults injected, tasks by state."""
+        return dict(self.emulator("GET", "/_emulator/stats"))
+
+    def set_emulator_faults(self, rules: list[dict[str, Any]], seed: int | None = None) -> dict[str, Any]:
+        """Replace the emulator's fault rules (see docs/emulator.md, "Fault injection")."""
+        body: dict[str, Any] = {"rules": rules}
+        if seed is not None:
+            body["seed"] = seed
+        return dict(self.emulator("PUT", "/_emulator/faults", json=body))
+
+    def clear_emulator_faults(self) -> None:
+        """No more injected faults."""
+        self.emulator("DELETE", "/_emulator/faults")
+
+    def emulator_tasks(self, tag: str | None = None) -> list[dict[str, Any]]:
+        """Every Qarnot task of the emulator (`GET /tasks`), or those carrying `tag`."""
+        return list(self.emulator("GET", "/tasks", params={"tag": tag} if tag else None))
 
     def _check_services_alive(self) -> None:
         for service in self.services:

@@ -89,6 +89,21 @@ def _group_has_live_members(pgid: int) -> bool:
     return False
 
 
+def find_processes(needle: str) -> list[int]:
+    """Process ids whose command line (or title set with setproctitle) contains `needle` (reads /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if needle in cmdline:
+            found.append(int(entry))
+    return found
+
+
 def stop_all(services: Sequence[Service], grace: float = 20.0) -> list[str]:
     """SIGTERM every service's process group, wait, then SIGKILL what is left; returns the names that needed it."""
     for service in services:

@@ -136,6 +136,29 @@ def test_filter_operators() -> None:
             compile_filter(bad, FIELDS)
 
 
+_EQUAL_LEAVES = st.fixed_dictionaries(
+    {
+        "operator": st.sampled_from(["Equal", "equal", "EQUAL"]),
+        "field": st.sampled_from(["Uuid", "uuid", "Tags", "State", "InstanceCount", "Labels.k"]),
+        "value": st.one_of(st.none(), st.sampled_from(["a", "b", "c", "x", "y", "success", "FAILURE", "1", "2"])),
+    }
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_EQUAL_LEAVES, min_size=2, max_size=6))
+def test_or_of_equals_matches_like_its_leaves(leaves: list[dict[str, object]]) -> None:
+    """The set-lookup form of an Or of Equal leaves selects exactly what the leaves select one by one."""
+    try:
+        one_by_one = [compile_filter(leaf, FIELDS) for leaf in leaves]
+    except ValidationProblem:
+        with pytest.raises(ValidationProblem):
+            compile_filter({"operator": "Or", "filters": leaves}, FIELDS)
+        return
+    expected = [i.uuid for i in ITEMS if any(p(i) for p in one_by_one)]
+    assert _match({"operator": "Or", "filters": leaves}) == expected
+
+
 def test_parse_task_normalises() -> None:
     spec = parse_task(
         {
