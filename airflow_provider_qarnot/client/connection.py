@@ -17,6 +17,7 @@ from airflow_provider_qarnot import __version__
 from airflow_provider_qarnot.client.errors import ApiCall, error_message, map_error
 from airflow_provider_qarnot.client.exceptions import (
     CertificateVerificationException,
+    InvalidRequestException,
     MalformedResponseException,
     QarnotException,
     TransientFailureException,
@@ -42,8 +43,44 @@ Timeout = float | tuple[float, float]
 Verify = bool | str
 
 
+#: Transport failures that may pass: the connection failed, timed out or broke mid-answer. Every other
+#: `requests` error (an invalid header or URL...) is about the request itself and is never retried.
+_TRANSIENT_TRANSPORT_ERRORS = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
+_READ_CHUNK = 64 * 1024
+
+
 class _Unsent(Exception):
     """Internal: the request surely never reached the server (a connect failure)."""
+
+
+class _AnswerTooSlow(requests.exceptions.Timeout):
+    """Internal: the server kept the answer trickling in past the call's total time limit."""
+
+
+def check_token(token: str | None) -> str:
+    """The token, stripped; `UnauthorizedException` when it is missing or cannot be sent as a header.
+
+    A line break or a non-Latin-1 character (a wrapped or mangled paste) would make `requests` fail with
+    a message quoting the header, token included; the message here never quotes it.
+    """
+    if not token or not isinstance(token, str) or not token.strip():
+        raise UnauthorizedException("A Qarnot API token is required")
+    token = token.strip()
+    bad = [c for c in token if ord(c) < 0x20 or ord(c) == 0x7F or ord(c) > 0xFF]
+    if bad:
+        kinds = sorted(
+            {"a control character (line break, tab...)" if ord(c) <= 0x7F else "a non-Latin-1 character" for c in bad}
+        )
+        raise UnauthorizedException(
+            f"The Qarnot API token contains {' and '.join(kinds)}, so it cannot be sent in an HTTP header; "
+            "paste it again on one line"
+        )
+    return token
 
 
 class QConnection:
@@ -64,13 +101,11 @@ class QConnection:
         retry: RetryPolicy | None = None,
         storage_verify: Verify | None = None,
     ) -> None:
-        if not token or not isinstance(token, str) or not token.strip():
-            raise UnauthorizedException("A Qarnot API token is required")
+        self._token = check_token(token)
         url = (cluster_url or DEFAULT_CLUSTER_URL).strip()
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"cluster_url must start with http:// or https://, got {url!r}")
         self.cluster_url = url.rstrip("/")
-        self._token = token.strip()
         self._storage_url_override = storage_url.rstrip("/") if storage_url else None
         self.timeout: Timeout = DEFAULT_TIMEOUT if timeout is None else _check_timeout(timeout)
         self.verify: Verify = verify
@@ -124,8 +159,10 @@ class QConnection:
         self._session.close()
 
     def redact(self, text: str) -> str:
-        """Replace every occurrence of the token in `text`."""
-        return text.replace(self._token, _REDACTED) if self._token else text
+        """Replace every occurrence of the token in `text`, also as `repr()` and URL-quoting would write it."""
+        for form in _token_forms(self._token):
+            text = text.replace(form, _REDACTED)
+        return text
 
     # ------------------------------------------------------------------ transport
 
@@ -139,15 +176,17 @@ class QConnection:
         params: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
         idempotent: bool | None = None,
         expect_json: bool = True,
+        retry: RetryPolicy | None = None,
     ) -> Any:
         """Send one API call with the retry policy; return the decoded JSON (or text), or raise the mapped error.
 
         Non-idempotent calls (POST by default) are retried only when they surely never reached the
-        server (429, or a failed connect); everything else surfaces at once.
+        server (429, or a failed connect); everything else surfaces at once. `retry` replaces the
+        connection's policy for this call (`RetryPolicy.none()`: the caller retries itself).
         """
         if idempotent is None:
             idempotent = method.upper() in ("GET", "PUT", "DELETE", "HEAD", "OPTIONS")
-        response = self._send_with_retry(method, path, call, json, params, idempotent)
+        response = self._send_with_retry(method, path, call, json, params, idempotent, retry or self.retry)
         return self._decode(response, expect_json)
 
     def _send_with_retry(
@@ -158,48 +197,64 @@ class QConnection:
         json: Any,
         params: Any,
         idempotent: bool,
+        policy: RetryPolicy,
     ) -> requests.Response:
         url = f"{self.cluster_url}/{path.lstrip('/')}"
         started = time.monotonic()
         attempt = 0
+        maybe_acted_on = False  # an earlier attempt may have been carried out although its answer was lost
         while True:
             attempt += 1
             retry_after: float | None = None
+            unsent = False
             try:
                 response = self._send_once(method, url, json, params)
             except _Unsent as exc:
                 failure: str = str(exc)
                 status: int | None = None
-                retryable = True
-            except requests.RequestException as exc:
+                retryable = unsent = True
+            except _TRANSIENT_TRANSPORT_ERRORS as exc:
                 failure = self.redact(f"{type(exc).__name__}: {exc}")
                 status = None
                 retryable = idempotent
+            except requests.RequestException as exc:  # the request itself is unsendable: retrying cannot help
+                raise InvalidRequestException(
+                    self.redact(f"{method} {path} could not be sent: {type(exc).__name__}: {exc}")
+                ) from None
             else:
                 if response.status_code < 400:
                     return response
                 status = response.status_code
                 message = self.redact(error_message(status, response.content, response.headers.get("Content-Type", "")))
+                if status == 404 and method.upper() == "DELETE" and maybe_acted_on:
+                    log.info("Qarnot %s %s: 404 after an attempt whose answer was lost; it was deleted", method, path)
+                    response._content = b""  # success, with nothing to decode (a proxy's 404 page is no answer)
+                    return response
                 if status not in TRANSIENT_STATUSES:
                     raise map_error(call, status, message, attempts=attempt)
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 failure = message
-                retryable = idempotent or status == 429
+                unsent = status == 429
+                retryable = idempotent or unsent
+            maybe_acted_on = maybe_acted_on or not unsent
             if not retryable:
                 if status is None:
                     raise TransientFailureException(
                         f"{method} {path}: {failure}; not retried because the call may have been acted on",
                         attempts=attempt,
+                        reason=f"{method} {path}: {failure}",
                     )
-                raise map_error(call, status, failure, attempts=attempt)
-            delay = self.retry.next_delay(attempt, time.monotonic() - started, retry_after)
+                raise map_error(call, status, failure, attempts=attempt, retry_after=retry_after)
+            delay = policy.next_delay(attempt, time.monotonic() - started, retry_after)
             if delay is None:
                 if status is None:
                     raise TransientFailureException(
                         f"{method} {path}: {failure} (gave up after {attempt} attempt{'s' if attempt > 1 else ''})",
                         attempts=attempt,
+                        unsent=unsent,
+                        reason=f"{method} {path}: {failure}",
                     )
-                raise map_error(call, status, failure, attempts=attempt)
+                raise map_error(call, status, failure, attempts=attempt, retry_after=retry_after)
             log.info(
                 "Qarnot %s %s failed (%s), attempt %d; retrying in %.2fs",
                 method,
@@ -213,9 +268,11 @@ class QConnection:
     def _send_once(self, method: str, url: str, json: Any, params: Any) -> requests.Response:
         try:
             # verify is passed per request: a session-level value loses to REQUESTS_CA_BUNDLE in the environment.
-            return self._session.request(
-                method, url, json=json, params=params, timeout=self.timeout, verify=self.verify
+            response = self._session.request(
+                method, url, json=json, params=params, timeout=self.timeout, verify=self.verify, stream=True
             )
+            self._read_body(response)
+            return response
         except requests.exceptions.ConnectTimeout as exc:
             raise _Unsent(self.redact(f"ConnectTimeout: {exc}")) from None
         except requests.exceptions.SSLError as exc:
@@ -229,8 +286,35 @@ class QConnection:
                 raise _Unsent(self.redact(f"ConnectionError: {exc}")) from None
             raise
 
+    def _read_body(self, response: requests.Response) -> None:
+        """Read the whole answer within the call's total time limit, connect + 2 x read timeout.
+
+        The read timeout alone bounds each read, so a server trickling bytes could hold a call for ever.
+        `read1` returns whatever one read brings, so the deadline is checked between reads.
+        """
+        connect, read = self.timeout if isinstance(self.timeout, tuple) else (self.timeout, self.timeout)
+        limit = connect + 2 * read
+        deadline = time.monotonic() + limit
+        chunks: list[bytes] = []
+        try:
+            while True:
+                chunk = _read1(response.raw)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    raise _AnswerTooSlow(f"the answer to {response.request.method} {response.url} took over {limit:g}s")
+        except BaseException:
+            response.close()  # drop the half-read connection; a fully read one went back to the pool
+            raise
+        response._content = b"".join(chunks)
+        response._content_consumed = True  # type: ignore[attr-defined]
+
     def _decode(self, response: requests.Response, expect_json: bool) -> Any:
         if not expect_json:
+            content_type = response.headers.get("Content-Type", "")
+            if "charset=" not in content_type.lower():  # Qarnot sends text/plain without one: it is UTF-8
+                return response.content.decode("utf-8", "replace")
             return response.text
         if not response.content.strip():
             return None
@@ -367,6 +451,30 @@ def tag_filter(tag: str) -> dict[str, Any]:
 def new_submit_tag() -> str:
     """A unique tag that lets a submit whose outcome is unknown find out whether it created a task."""
     return f"qsubmit-{uuid_module.uuid4().hex}"
+
+
+def _read1(raw: Any) -> bytes:
+    """One read of an answer's body (at most one socket read), with urllib3's errors as `requests` ones."""
+    from urllib3 import exceptions as urllib3_errors
+
+    try:
+        return bytes(raw.read1(_READ_CHUNK, decode_content=True))
+    except urllib3_errors.ReadTimeoutError as exc:
+        raise requests.exceptions.ReadTimeout(exc) from None
+    except urllib3_errors.SSLError as exc:
+        raise requests.exceptions.SSLError(exc) from None
+    except urllib3_errors.DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(exc) from None
+    except (urllib3_errors.ProtocolError, urllib3_errors.HTTPError, OSError) as exc:
+        raise requests.exceptions.ChunkedEncodingError(exc) from None
+
+
+def _token_forms(token: str) -> set[str]:
+    """The ways a token can be written into a message: as is, escaped by `repr()`, URL-quoted."""
+    from urllib.parse import quote
+
+    forms = {token, repr(token)[1:-1], quote(token, safe=""), quote(token)}
+    return {f for f in forms if f}
 
 
 def _check_timeout(timeout: Timeout) -> Timeout:

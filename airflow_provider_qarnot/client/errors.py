@@ -105,19 +105,32 @@ def _mentions(message: str, *words: str) -> bool:
     return any(w in lowered for w in words)
 
 
+#: What a submit's "not found" message may name, and the exception for each.
+_SUBMIT_MISSING: tuple[tuple[tuple[str, ...], type[QarnotException]], ...] = (
+    (("pool",), MissingPoolException),
+    (("job",), MissingJobException),
+    (("profile",), MissingProfileException),
+    (("bucket", "disk"), MissingBucketException),
+)
+
+
 def _missing_for_submit(message: str) -> type[QarnotException] | None:
-    """On submit, what a "not found" message names: a pool, a job, a profile, else a bucket."""
+    """On submit, what a "not found" message names: the kind of thing mentioned first.
+
+    "First" matters because names quote user text: in "Bucket 'nightly-jobs' not found" the subject is
+    the bucket, not a job.
+    """
     if not _mentions(message, "not found", "unknown", "does not exist", "doesn't exist", "no such", "missing"):
         return None
-    if _mentions(message, "pool"):
-        return MissingPoolException
-    if _mentions(message, "job"):
-        return MissingJobException
-    if _mentions(message, "profile"):
-        return MissingProfileException
-    if _mentions(message, "bucket", "disk"):
-        return MissingBucketException
-    return None
+    if _mentions(message, "required"):  # "the profile field is required": a validation error, not a missing thing
+        return None
+    lowered = message.lower()
+    best: tuple[int, type[QarnotException]] | None = None
+    for words, cls in _SUBMIT_MISSING:
+        positions = [lowered.find(w) for w in words if w in lowered]
+        if positions and (best is None or min(positions) < best[0]):
+            best = (min(positions), cls)
+    return best[1] if best is not None else None
 
 
 _NOT_FOUND: dict[ApiCall, type[QarnotException]] = {
@@ -137,8 +150,14 @@ _QUOTA: dict[ApiCall, tuple[str, type[QarnotException]]] = {
 }
 
 
-def map_error(call: ApiCall, status: int, message: str, *, attempts: int = 1) -> QarnotException:
-    """Build the exception for a failed call; `message` is the server's, already read and redacted."""
+def map_error(
+    call: ApiCall, status: int, message: str, *, attempts: int = 1, retry_after: float | None = None
+) -> QarnotException:
+    """Build the exception for a failed call; `message` is the server's, already read and redacted.
+
+    A 404 on submit names a missing bucket unless the message says otherwise (a missing pool or job is
+    normally a 400 that names it).
+    """
     cls: type[QarnotException]
     if status == 401:
         cls = UnauthorizedException
@@ -165,6 +184,9 @@ def map_error(call: ApiCall, status: int, message: str, *, attempts: int = 1) ->
             f"{message} (gave up after {attempts} attempt{'s' if attempts != 1 else ''})",
             status_code=status,
             attempts=attempts,
+            unsent=status == 429,
+            retry_after=retry_after,
+            reason=f"{message} (HTTP {status})",
         )
     else:
         cls = QarnotApiError

@@ -85,10 +85,28 @@ class BucketStorageUnavailableException(QarnotException):
 
 
 class TransientFailureException(QarnotException):
-    """A call kept failing with transient errors (429, 5xx, timeouts, dropped connections) until retries ran out."""
+    """A call kept failing with transient errors (429, 5xx, timeouts, dropped connections) until retries ran out.
 
-    def __init__(self, message: str = "", *, status_code: int | None = None, attempts: int = 0) -> None:
+    `unsent` is True when the last attempt surely did not reach the server or was refused before being
+    acted on (a failed connect, a 429), so resending cannot duplicate anything; `retry_after` is the
+    server's `Retry-After` in seconds, when it sent one.
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        status_code: int | None = None,
+        attempts: int = 0,
+        unsent: bool = False,
+        retry_after: float | None = None,
+        reason: str | None = None,
+    ) -> None:
         self.attempts = attempts
+        self.unsent = unsent
+        self.retry_after = retry_after
+        #: The last failure alone (the server's message, or the connection error), without the attempt count.
+        self.reason = message if reason is None else reason
         super().__init__(message, status_code=status_code)
 
 

@@ -6,6 +6,7 @@ Missing and extra fields are fine; a body that is not an object, or a task witho
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -75,7 +76,11 @@ def _num(data: Mapping[str, Any], key: str) -> float | None:
     value = data.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int too large for a float
+        return None
+    return number if math.isfinite(number) else None  # Python's json reads NaN and Infinity
 
 
 def _int(data: Mapping[str, Any], key: str) -> int | None:

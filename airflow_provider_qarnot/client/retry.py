@@ -16,7 +16,8 @@ TRANSIENT_STATUSES: Final[frozenset[int]] = frozenset({429, 500, 502, 503, 504})
 class RetryPolicy:
     """Exponential backoff with full jitter, bounded by a number of attempts and by a total time.
 
-    `Retry-After` from the server wins over the computed delay, but never past the total time.
+    `Retry-After` from the server wins over the computed delay when it fits in the total time; a longer one
+    is cut to `max_delay`.
     """
 
     max_attempts: int = 6
@@ -69,6 +70,11 @@ class RetryPolicy:
         """Seconds to sleep before the next attempt, or None when no attempt is left."""
         if attempt >= self.max_attempts:
             return None
+        # The server's Retry-After is honoured as given when it fits in the total time (not cut to max_delay:
+        # retrying sooner than asked earns another 429). When it does not fit, the policy's own backoff
+        # still tries before giving up: an abort must not be dropped because a server asked for a minute.
+        if retry_after is not None and elapsed + max(retry_after, 0.0) <= self.max_elapsed:
+            return max(retry_after, 0.0)
         delay = self.backoff(attempt) if retry_after is None else min(max(retry_after, 0.0), self.max_delay)
         if elapsed + delay > self.max_elapsed:
             return None

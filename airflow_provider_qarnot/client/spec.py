@@ -228,6 +228,17 @@ class TaskSpec:
             "default_resources_cache_ttl_sec",
         ):
             _check_optional_int(attr, getattr(self, attr))
+        for attr in ("auto_delete", "export_credentials"):
+            if not isinstance(getattr(self, attr), bool):
+                raise ValueError(f"{attr} must be True or False, got {getattr(self, attr)!r}")
+        for attr in ("upload_results_on_cancellation", "wait_for_pool_resources_synchronization"):
+            value = getattr(self, attr)
+            if value is not None and not isinstance(value, bool):
+                raise ValueError(f"{attr} must be True, False or None, got {value!r}")
+        for attr in ("results_bucket_prefix", "targeted_reservation_name"):
+            value = getattr(self, attr)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{attr} must be a string when given, got {type(value).__name__} {value!r}")
         for attr in ("results_whitelist", "results_blacklist", "snapshot_whitelist", "snapshot_blacklist"):
             _check_regex(attr, getattr(self, attr))
         ttl = self.completion_ttl

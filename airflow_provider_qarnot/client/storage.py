@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_qarnot.client.exceptions import (
     BucketStorageUnavailableException,
+    CertificateVerificationException,
+    InvalidRequestException,
     MissingBucketException,
     QarnotApiError,
     QarnotException,
@@ -72,27 +74,63 @@ class BucketStorage:
         return f"BucketStorage(endpoint_url={self.endpoint_url!r})"
 
     def _call(self, what: str, func: Any, /, **kwargs: Any) -> Any:
-        """Run one boto3 call, mapping S3 errors onto the client's exceptions (token scrubbed)."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        """Run one boto3 call, mapping S3 and transfer errors onto the client's exceptions (token scrubbed).
+
+        boto3's transfer helpers wrap an S3 error (`S3UploadFailedError`) or give up on their own retries
+        (`RetriesExceededError`); errors about the request itself (a bad bucket name, no credentials, an
+        untrusted certificate) cannot pass and are never reported as transient.
+        """
+        from boto3.exceptions import Boto3Error, RetriesExceededError
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            NoCredentialsError,
+            ParamValidationError,
+            SSLError,
+        )
 
         try:
             return func(**kwargs)
         except ClientError as exc:
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code", ""))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            message = self._connection.redact(f"{what}: {error.get('Message') or code}")
-            if code in ("NoSuchBucket",) or (
-                code in ("404", "NotFound") and "Bucket" in kwargs and "Key" not in kwargs
-            ):
-                raise MissingBucketException(message, status_code=status) from None
-            if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
-                raise UnauthorizedException(message, status_code=status) from None
-            if isinstance(status, int) and status >= 500:
-                raise TransientFailureException(message, status_code=status) from None
-            raise QarnotApiError(message, status_code=status) from None
+            raise self._client_error(what, exc, kwargs) from None
+        except Boto3Error as exc:
+            wrapped = exc.__context__ or exc.__cause__
+            if isinstance(wrapped, ClientError):
+                raise self._client_error(what, wrapped, kwargs) from None
+            message = self._connection.redact(f"{what}: {exc}")
+            if isinstance(exc, RetriesExceededError):
+                raise TransientFailureException(message) from None
+            raise QarnotApiError(message) from None
+        except ParamValidationError as exc:
+            raise InvalidRequestException(self._connection.redact(f"{what}: {exc}")) from None
+        except NoCredentialsError as exc:
+            raise UnauthorizedException(self._connection.redact(f"{what}: {exc}")) from None
+        except SSLError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc):
+                raise CertificateVerificationException(
+                    self._connection.redact(
+                        f"{what}: TLS certificate verification failed for {self.endpoint_url}: {exc}"
+                    )
+                ) from None
+            raise TransientFailureException(self._connection.redact(f"{what}: {exc}")) from None
         except BotoCoreError as exc:
             raise TransientFailureException(self._connection.redact(f"{what}: {exc}")) from None
+
+    def _client_error(self, what: str, exc: Any, kwargs: dict[str, Any]) -> QarnotException:
+        """The client exception for an S3 error answer."""
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        message = self._connection.redact(f"{what}: {error.get('Message') or code}")
+        if code in ("NoSuchBucket",) or (code in ("404", "NotFound") and "Bucket" in kwargs and "Key" not in kwargs):
+            return MissingBucketException(message, status_code=status)
+        if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
+            return UnauthorizedException(message, status_code=status)
+        if code in ("InvalidBucketName", "InvalidArgument", "KeyTooLongError", "MalformedXML"):
+            return InvalidRequestException(message, status_code=status)
+        if (isinstance(status, int) and (status >= 500 or status == 429)) or code in ("SlowDown", "RequestTimeout"):
+            return TransientFailureException(message, status_code=status)
+        return QarnotApiError(message, status_code=status)
 
     # ------------------------------------------------------------------ buckets
 

@@ -22,11 +22,17 @@ from airflow_provider_qarnot.client.exceptions import (
     UnauthorizedException,
 )
 from airflow_provider_qarnot.client.models import InstanceInfo, TaskError, TaskSummary, parse_task_summary
+from airflow_provider_qarnot.client.retry import RetryPolicy
 from airflow_provider_qarnot.client.spec import ResourceBucket, TaskSpec
 
 log = logging.getLogger(__name__)
 
 DEFAULT_POLL_INTERVAL = 10.0
+#: The submit loop is `POST /tasks`'s one retry policy: the transport sends it exactly once per attempt.
+_NO_RETRY = RetryPolicy.none()
+#: Extra submit-tag lookups after the last attempt's unknown outcome, and the longest wait before each.
+_LAST_LOOKUPS = 2
+_MAX_LOOKUP_WAIT = 5.0
 
 
 class QTask:
@@ -78,7 +84,11 @@ class QTask:
     def _from_json(cls, connection: QConnection, data: Any) -> QTask:
         summary = parse_task_summary(data)
         task = cls.__new__(cls)
-        task._init(connection, TaskSpec.from_json(summary.raw))
+        try:
+            spec = TaskSpec.from_json(summary.raw)
+        except (TypeError, ValueError, AttributeError, OverflowError) as exc:  # a field of an unexpected shape
+            raise MalformedResponseException(f"Task {summary.uuid}: unreadable task fields ({exc})") from None
+        task._init(connection, spec)
         task._uuid = summary.uuid
         task._summary = summary
         return task
@@ -150,11 +160,14 @@ class QTask:
     def submit(self, on_created: Callable[[str], None] | None = None) -> str:
         """Create the task on Qarnot once and return its state; on a submitted task, only return the state.
 
-        When the outcome of `POST /tasks` is unknown (dropped connection, timeout, 5xx), the task's
-        unique submit tag is looked up, after a backoff that gives a slow server time to commit, before
-        anything is sent again; and if a resend still meets a late twin, the twin is aborted and deleted.
-        So one call never leaves two tasks. `on_created(uuid)` is called as soon as the task is known to
-        exist, before its first refresh (the operator needs the uuid early to abort it if killed).
+        This loop is the submit's one retry policy (the transport does not retry `POST /tasks` itself).
+        A POST that surely was not acted on (a failed connect, a 429) is sent again after a backoff. When
+        the outcome is unknown (dropped connection, read timeout, 5xx), the task's unique submit tag is
+        looked up, after a backoff that gives a slow server time to commit, before anything is sent
+        again; a task found that way is the one this call created, and any late twin (an earlier POST
+        committed later) is aborted and deleted. So one call never leaves two tasks. `on_created(uuid)`
+        is called as soon as the task is known to exist, before its first refresh (the operator needs
+        the uuid early to abort it if killed).
         """
         if self._uuid is not None:
             return self.state
@@ -167,38 +180,90 @@ class QTask:
         while True:
             attempt += 1
             try:
-                data = self._conn.request("POST", "/tasks", json=body, call=ApiCall.SUBMIT_TASK, idempotent=False)
+                data = self._conn.request(
+                    "POST", "/tasks", json=body, call=ApiCall.SUBMIT_TASK, idempotent=False, retry=_NO_RETRY
+                )
                 uuid = data.get("uuid") if isinstance(data, dict) else None
                 if not isinstance(uuid, str) or not uuid:
                     raise MalformedResponseException("POST /tasks answered without a task uuid")
             except (TransientFailureException, MalformedResponseException) as exc:
-                uncertain = True
-                delay = policy.next_delay(attempt, time.monotonic() - started)
-                if delay:
+                unsent = isinstance(exc, TransientFailureException) and exc.unsent
+                retry_after = exc.retry_after if isinstance(exc, TransientFailureException) else None
+                delay = policy.next_delay(attempt, time.monotonic() - started, retry_after)
+                reason = exc.reason if isinstance(exc, TransientFailureException) else str(exc)
+                tries = f"{attempt} attempt{'s' if attempt > 1 else ''}"
+                if unsent and not uncertain:
+                    if delay is None:
+                        raise TransientFailureException(
+                            f"Could not submit task {self.spec.name!r}: {reason}; no task was created "
+                            f"({tries}, none accepted by the API)",
+                            status_code=exc.status_code,
+                            attempts=attempt,
+                            unsent=True,
+                        ) from None
+                    log.info(
+                        "Submit of %r was not accepted (%s); sending it again in %.2fs", self.spec.name, reason, delay
+                    )
                     time.sleep(delay)
-                found = self._find_by_submit_tag()
+                    continue
+                uncertain = True
+                found = self._look_up_own_task(reason, delay, attempt)
                 if found is not None:
                     log.info(
-                        "Submit of %r had an unknown outcome (%s); it did create task %s",
-                        self.spec.name,
-                        exc,
-                        found.uuid,
+                        "Submit of %r had an unknown outcome (%s); it did create task %s", self.spec.name, reason, found
                     )
-                    self._created(found.uuid, on_created)
+                    self._created(found, on_created)
+                    self._remove_late_twins(found)
                     return self._first_refresh()
                 if delay is None:
                     raise TransientFailureException(
-                        f"Could not submit task {self.spec.name!r}: {exc}; no task was created "
-                        f"(checked by its submit tag after {attempt} attempt{'s' if attempt > 1 else ''})",
+                        f"Could not submit task {self.spec.name!r}: {reason}; no task was created as far as the "
+                        f"API shows (none carries its submit tag {self._submit_tag} after {tries})",
                         status_code=exc.status_code,
                         attempts=attempt,
                     ) from None
-                log.info("Submit of %r failed (%s) and created nothing; sending it again", self.spec.name, exc)
+                log.info("Submit of %r failed (%s) and created nothing; sending it again", self.spec.name, reason)
                 continue
+            except QarnotException:
+                # A resend refused for good (a quota the first POST filled, a shortname it took...): the task
+                # of the earlier, unknown outcome may exist all the same, and must not run unknown to us.
+                if not uncertain:
+                    raise
+                found = self._look_up_own_task("a resend was refused", 0.0, attempt)
+                if found is None:
+                    raise
+                log.info("A resend of %r was refused, but its first submit did create task %s", self.spec.name, found)
+                self._created(found, on_created)
+                self._remove_late_twins(found)
+                return self._first_refresh()
             self._created(uuid, on_created)
             if uncertain:
                 self._remove_late_twins(uuid)
             return self._first_refresh()
+
+    def _look_up_own_task(self, reason: str, delay: float | None, attempt: int) -> str | None:
+        """After a submit with an unknown outcome: the uuid of the task it created, if the submit tag finds one.
+
+        Waits `delay` first; after the last attempt (`delay` None) it looks a few more times, spaced out,
+        since saying "nothing was created" wrongly would let a later retry create a twin.
+        """
+        if delay is not None:
+            waits = [delay]  # the policy's own delay before the resend, bounded by max_delay and max_elapsed
+        else:
+            waits = [min(self._conn.retry.backoff(attempt + i), _MAX_LOOKUP_WAIT) for i in range(_LAST_LOOKUPS)]
+        for wait in waits:
+            time.sleep(wait)
+            try:
+                found = self._find_by_submit_tag()
+            except QarnotException as lookup_exc:
+                raise TransientFailureException(
+                    f"Submit of task {self.spec.name!r} had an unknown outcome ({reason}), and looking it up by its "
+                    f"submit tag {self._submit_tag} failed: {lookup_exc}",
+                    attempts=attempt,
+                ) from None
+            if found is not None:
+                return found.uuid
+        return None
 
     def _created(self, uuid: str, on_created: Callable[[str], None] | None) -> None:
         self._uuid = uuid
@@ -216,7 +281,7 @@ class QTask:
     def _remove_late_twins(self, keep: str) -> None:
         """Delete (which aborts) any other task of this submit: an earlier POST that the server committed late."""
         try:
-            twins = [s.uuid for s in self._conn.task_summaries(tags=[self._submit_tag]) if s.uuid != keep]
+            twins = [s.uuid for s in self._conn.task_summaries(tags=[self._submit_tag]) if s.uuid and s.uuid != keep]
         except QarnotException as exc:
             log.warning("Could not check submit tag %s for late duplicates: %s", self._submit_tag, exc)
             return
@@ -224,16 +289,18 @@ class QTask:
             log.warning("Removing task %s: a late duplicate of task %s from the same submit", uuid, keep)
             try:
                 self._conn.request("DELETE", f"/tasks/{_quoted(uuid)}", call=ApiCall.TASK)
+            except MissingTaskException:
+                continue
             except QarnotException as exc:
                 log.warning("Deleting duplicate task %s failed: %s", uuid, exc)
 
     def _find_by_submit_tag(self) -> TaskSummary | None:
-        """The task this object's submit created, if any (the lookup itself retries transient errors)."""
+        """The oldest task carrying this object's submit tag, if any (the lookup itself retries transient errors)."""
         matches = [s for s in self._conn.task_summaries(tags=[self._submit_tag]) if s.uuid]
         if not matches:
             return None
         if len(matches) > 1:
-            log.warning("Submit tag %s matches %d tasks; using the oldest", self._submit_tag, len(matches))
+            log.warning("Submit tag %s matches %d tasks; keeping the oldest", self._submit_tag, len(matches))
         return min(matches, key=lambda s: (s.creation_date is None, s.creation_date))
 
     def update(self) -> str:
@@ -277,12 +344,15 @@ class QTask:
                 time.sleep(poll_interval)
 
     def abort(self) -> None:
-        """Ask Qarnot to stop the task; a task that is already final is left as it is."""
+        """Ask Qarnot to stop the task; a task that is already final, or already stopping, is left as it is."""
         uuid = self._require_uuid()
         try:
             self._conn.request("POST", f"/tasks/{_quoted(uuid)}/abort", call=ApiCall.TASK, idempotent=True)
         except UnauthorizedException:
-            if states.is_final(self.update()):
+            # Qarnot answers 403 to aborting a task that is no longer running: already final, or already
+            # being cancelled or deleted (a second abort, or a retried one whose first answer was lost).
+            state = self.update()
+            if states.is_final(state) or state in states.PENDING_STATES:
                 return
             raise
 
@@ -350,9 +420,21 @@ class QTask:
             raise QarnotException(f"Task {self.spec.name!r} has no result bucket")
         storage = self._conn.storage
         prefix = self.spec.results_bucket_prefix
-        if prefix:
-            return storage.download_prefix(bucket, prefix, local_dir)
         keys = self.result_keys()
+        if prefix:
+            files = storage.download_prefix(bucket, prefix, local_dir)
+            if files or keys is None:
+                return files
+            # The API did not put the results under the prefix (an older API may ignore the field): take
+            # the objects the instances reported rather than silently returning nothing.
+            log.warning(
+                "Task %s: nothing under results prefix %r in bucket %s; downloading the %d result(s) its "
+                "instances reported instead",
+                self._uuid,
+                prefix,
+                bucket,
+                len(keys),
+            )
         if keys is not None:
             return storage.download_keys(bucket, keys, local_dir)
         return storage.download_prefix(bucket, "", local_dir)

@@ -6,7 +6,7 @@ import http.server
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,77 +14,23 @@ import pytest
 
 from airflow_provider_qarnot import __version__
 from airflow_provider_qarnot.client import (
+    InvalidRequestException,
     MissingProfileException,
+    MissingTaskException,
     QarnotException,
     QConnection,
+    QTask,
     RetryPolicy,
     TransientFailureException,
     UnauthorizedException,
 )
 from airflow_provider_qarnot.client.connection import DEFAULT_TIMEOUT
 from airflow_provider_qarnot.client.exceptions import CertificateVerificationException
-from tests.client.conftest import connect
+from airflow_provider_qarnot.emulator import FaultRule
+from tests.client.conftest import Recorder, connect, reply
 from tools.tls import self_signed_certificate
 
 TOKEN = "tok-SECRET-4f1d2c"
-
-
-class Recorder:
-    """A tiny HTTP server whose answers a test scripts, recording what it was sent."""
-
-    def __init__(self, answer: Callable[[http.server.BaseHTTPRequestHandler, int], None]) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.times: list[float] = []
-        recorder = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                recorder.requests.append(
-                    {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
-                )
-                recorder.times.append(time.monotonic())
-                answer(self, len(recorder.requests))
-
-            do_GET = do_POST = do_PUT = do_DELETE = _handle
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def reply(handler: http.server.BaseHTTPRequestHandler, status: int, body: bytes = b"{}", **headers: str) -> None:
-    handler.send_response(status)
-    handler.send_header("Content-Type", "application/json")
-    handler.send_header("Content-Length", str(len(body)))
-    for key, value in headers.items():
-        handler.send_header(key.replace("_", "-"), value)
-    handler.end_headers()
-    handler.wfile.write(body)
-
-
-@pytest.fixture
-def recorder_factory() -> Iterator[Callable[..., Recorder]]:
-    made: list[Recorder] = []
-
-    def make(answer: Callable[[http.server.BaseHTTPRequestHandler, int], None]) -> Recorder:
-        made.append(Recorder(answer))
-        return made[-1]
-
-    yield make
-    for rec in made:
-        rec.close()
 
 
 def test_headers_are_raw_token_and_a_named_user_agent(recorder_factory: Callable[..., Recorder]) -> None:
@@ -250,3 +196,85 @@ def test_a_tls_error_that_is_not_about_the_certificate_is_retried() -> None:
     finally:
         server.close()
     assert len(accepted) == 3
+
+
+@pytest.mark.parametrize("bad", ["tok-SECRET\nwrapped", "tok-SECRET\tx", "tok-SECRET-\u2603"])
+def test_a_token_that_cannot_be_a_header_is_refused_without_quoting_it(
+    recorder_factory: Callable[..., Recorder], bad: str
+) -> None:
+    """A line-wrapped or mangled paste: requests would fail quoting the header (token included), and retry."""
+    rec = recorder_factory(lambda h, n: reply(h, 200))
+    with pytest.raises(UnauthorizedException, match="cannot be sent in an HTTP header") as info:
+        QConnection(rec.url, bad)
+    assert "SECRET" not in str(info.value)
+    assert rec.requests == []
+
+
+def test_redact_also_hides_the_escaped_and_quoted_forms() -> None:
+    token = "tok\\SECRET/x+y"  # one backslash: repr() writes it doubled
+    conn = QConnection("http://127.0.0.1:9", token)
+    for written in (token, repr(token), "tok%5CSECRET%2Fx%2By"):
+        assert "SECRET" not in conn.redact(f"message quoting {written} here"), written
+
+
+def test_an_unsendable_request_is_not_retried(recorder_factory: Callable[..., Recorder]) -> None:
+    rec = recorder_factory(lambda h, n: reply(h, 200))
+    conn = QConnection(rec.url + ":bad-port", TOKEN, retry=RetryPolicy(base_delay=0.01))
+    started = time.monotonic()
+    with pytest.raises(InvalidRequestException, match="could not be sent"):
+        conn.request("GET", "/info")
+    assert time.monotonic() - started < 1.0, "not retried"
+
+
+def test_text_without_a_charset_is_read_as_utf8(recorder_factory: Callable[..., Recorder]) -> None:
+    """Qarnot's stdout is `text/plain` without a charset; requests would decode it as Latin-1."""
+
+    def answer(h: http.server.BaseHTTPRequestHandler, n: int) -> None:
+        body = "héllo ✓\n".encode()
+        h.send_response(200)
+        h.send_header("Content-Type", "text/plain")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    rec = recorder_factory(answer)
+    assert QConnection(rec.url, TOKEN).request("GET", "/tasks/x/stdout", expect_json=False) == "héllo ✓\n"
+
+
+def test_an_answer_trickling_in_cannot_hold_a_call_for_ever(recorder_factory: Callable[..., Recorder]) -> None:
+    """The read timeout bounds each read; the call as a whole is bounded too (connect + 2 x read)."""
+
+    def answer(h: http.server.BaseHTTPRequestHandler, n: int) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", "1000")
+        h.end_headers()
+        try:
+            for _ in range(100):
+                h.wfile.write(b" ")
+                h.wfile.flush()
+                time.sleep(0.2)
+        except OSError:
+            return
+
+    rec = recorder_factory(answer)
+    conn = QConnection(rec.url, TOKEN, timeout=(0.5, 0.5), retry=RetryPolicy.none())
+    started = time.monotonic()
+    with pytest.raises(TransientFailureException, match="took over"):
+        conn.request("GET", "/info")
+    assert time.monotonic() - started < 3.0
+
+
+def test_a_delete_whose_answer_was_lost_is_not_reported_missing(qarnot_emulator_factory: Any) -> None:
+    """The retried DELETE meets a 404 because the first one did delete: that is success."""
+    emu = qarnot_emulator_factory(mode="simulate", sim_duration=0.1)
+    with connect(emu) as conn:
+        task = QTask(conn, "to-delete", "docker-batch", 1)
+        task.submit()
+        assert task.wait(timeout=30, poll_interval=0.05)
+        emu.set_faults([FaultRule(pattern="DELETE /tasks/*", drop_after=1.0, max_faults=1)], seed=1)
+        task.delete()
+        assert emu.stats()["faults_injected"] == 1
+        assert emu.tasks() == []
+        with pytest.raises(MissingTaskException):
+            task.delete()  # a task that never had a lost answer is still reported missing

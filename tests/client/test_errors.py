@@ -77,6 +77,11 @@ def test_long_messages_are_truncated() -> None:
         (ApiCall.SUBMIT_TASK, 400, "Pool 1234 not found", MissingPoolException),
         (ApiCall.SUBMIT_TASK, 400, "Job 1234 does not exist", MissingJobException),
         (ApiCall.SUBMIT_TASK, 400, "instanceCount must be positive", InvalidRequestException),
+        # The kind mentioned first is the missing one: names quote user text ("nightly-jobs", "pool-inputs").
+        (ApiCall.SUBMIT_TASK, 404, "Bucket 'nightly-jobs' not found", MissingBucketException),
+        (ApiCall.SUBMIT_TASK, 404, "The bucket pool-inputs does not exist", MissingBucketException),
+        (ApiCall.SUBMIT_TASK, 400, "Unknown profile docker-batch-jobs", MissingProfileException),
+        (ApiCall.SUBMIT_TASK, 400, "The profile field is required", InvalidRequestException),
         (ApiCall.TASK, 404, "Task not found", MissingTaskException),
         (ApiCall.TASK_INSTANCE, 404, "Instance not found", MissingTaskInstanceException),
         (ApiCall.PROFILE, 404, "not found", MissingProfileException),

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from airflow_provider_qarnot.client import QTask, RetryPolicy, TransientFailureException, states
+from airflow_provider_qarnot.client import QConnection, QTask, RetryPolicy, TransientFailureException, states
 from airflow_provider_qarnot.emulator import FaultRule
-from tests.client.conftest import connect
+from tests.client.conftest import Recorder, connect, reply
 
 
 def test_dropped_post_that_created_the_task_is_not_resubmitted(qarnot_emulator_factory: Any) -> None:
@@ -94,6 +96,19 @@ def test_a_created_task_is_not_lost_when_its_first_read_fails(qarnot_emulator_fa
     assert [t["uuid"] for t in emu.tasks()] == [task.uuid]
 
 
+def lagging_lookup(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make the first submit-tag lookup miss (a replica lagging behind); returns the list of lookups made."""
+    lookups: list[int] = []
+    original = QTask._find_by_submit_tag
+
+    def lagging(self: QTask) -> Any:
+        lookups.append(1)
+        return None if len(lookups) == 1 else original(self)
+
+    monkeypatch.setattr(QTask, "_find_by_submit_tag", lagging)
+    return lookups
+
+
 def test_a_late_commit_is_removed_so_one_submit_leaves_one_task(
     qarnot_emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -101,17 +116,75 @@ def test_a_late_commit_is_removed_so_one_submit_leaves_one_task(
     replica lagging behind): the resend creates a second task, which the client must then clean up."""
     emu = qarnot_emulator_factory(mode="simulate", sim_duration=5)
     emu.set_faults([FaultRule(pattern="POST /tasks", drop_after=1.0, max_faults=1)], seed=1)
-    lookups: list[int] = []
-    original = QTask._find_by_submit_tag
-
-    def lagging_lookup(self: QTask) -> Any:
-        lookups.append(1)
-        return None if len(lookups) == 1 else original(self)
-
-    monkeypatch.setattr(QTask, "_find_by_submit_tag", lagging_lookup)
+    lookups = lagging_lookup(monkeypatch)
     with connect(emu) as conn:
         task = QTask(conn, "late-twin", "docker-batch", 1)
         task.submit()
     alive = [t for t in emu.tasks() if t["state"] not in ("PendingDelete",)]
     assert [t["uuid"] for t in alive] == [task.uuid]
     assert lookups == [1]
+
+
+def test_a_lookup_finding_two_tasks_keeps_the_oldest_and_removes_the_other(
+    qarnot_emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two POSTs are acted on and both answers lost; the first lookup lags, so the second lookup finds two."""
+    emu = qarnot_emulator_factory(mode="simulate", sim_duration=5)
+    emu.set_faults([FaultRule(pattern="POST /tasks", drop_after=1.0, max_faults=2)], seed=1)
+    lookups = lagging_lookup(monkeypatch)
+    with connect(emu) as conn:
+        task = QTask(conn, "two-found", "docker-batch", 1)
+        task.submit()
+    created = sorted(emu.stats()["requests"].items())
+    assert ("POST /tasks", 2) in created
+    alive = [t for t in emu.tasks() if t["state"] != "PendingDelete"]
+    assert [t["uuid"] for t in alive] == [task.uuid], "one submit leaves one task"
+    assert len(lookups) == 2, "the second lookup found both tasks"
+
+
+def test_submit_is_retried_by_one_policy_only(qarnot_emulator_factory: Any) -> None:
+    """A POST /tasks that keeps getting 429 is sent max_attempts times, not max_attempts squared."""
+    emu = qarnot_emulator_factory(mode="simulate")
+    emu.set_faults([FaultRule(pattern="POST /tasks", rate_429=1.0, retry_after=0.01)], seed=1)
+    policy = RetryPolicy(max_attempts=5, base_delay=0.01, max_delay=0.05)
+    with connect(emu, retry=policy) as conn:
+        with pytest.raises(TransientFailureException, match="no task was created") as info:
+            QTask(conn, "throttled", "docker-batch", 1).submit()
+    assert emu.stats()["requests"]["POST /tasks"] == 5
+    assert info.value.unsent is True
+    assert "gave up after 1 attempt" not in str(info.value)
+    assert emu.tasks() == []
+
+
+def test_an_abort_racing_another_one_is_not_an_error(recorder_factory: Callable[..., Recorder]) -> None:
+    """Qarnot answers 403 to aborting a task that is already stopping (PendingCancel or PendingDelete)."""
+    uuid = "6b1a7c2e-0000-4000-8000-000000000001"
+
+    def answer(h: Any, n: int) -> None:
+        if h.command == "POST":
+            reply(h, 403, b'{"message": "Invalid operation on non running task"}')
+        else:
+            reply(h, 200, json.dumps({"uuid": uuid, "name": "t", "state": "PendingDelete"}).encode())
+
+    rec = recorder_factory(answer)
+    task = QTask.retrieve(QConnection(rec.url, "tok"), uuid)
+    task.abort()
+    assert task.state == states.PENDING_DELETE
+    assert [r["method"] for r in rec.requests] == ["GET", "POST", "GET"]
+
+
+def test_a_resend_refused_for_good_still_finds_the_first_submits_task(
+    qarnot_emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first POST took the last slot of the quota but its answer was lost; the lookup lagged, so the
+    resend meets 403 "Maximum number of tasks reached": the task that exists must not be left unknown."""
+    emu = qarnot_emulator_factory(mode="simulate", sim_duration=5, max_tasks=1)
+    emu.set_faults([FaultRule(pattern="POST /tasks", drop_after=1.0, max_faults=1)], seed=1)
+    lookups = lagging_lookup(monkeypatch)
+    created: list[str] = []
+    with connect(emu) as conn:
+        task = QTask(conn, "quota", "docker-batch", 1)
+        task.submit(on_created=created.append)
+    assert emu.stats()["requests"]["POST /tasks"] == 2
+    assert [t["uuid"] for t in emu.tasks()] == [task.uuid] == created
+    assert len(lookups) == 2, "the refused resend was followed by a lookup"

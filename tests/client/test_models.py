@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_qarnot.client import MalformedResponseException, QarnotException, failure_message
+from airflow_provider_qarnot.client import (
+    MalformedResponseException,
+    QarnotException,
+    QConnection,
+    QTask,
+    failure_message,
+)
 from airflow_provider_qarnot.client.errors import error_message
 from airflow_provider_qarnot.client.models import (
     format_timespan,
@@ -17,7 +23,6 @@ from airflow_provider_qarnot.client.models import (
     parse_task_summary,
     parse_timespan,
 )
-from airflow_provider_qarnot.client.spec import TaskSpec
 
 
 @pytest.mark.parametrize(
@@ -113,7 +118,7 @@ def test_malformed_task_raises_malformed_response(body: Any) -> None:
 
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5),
     max_leaves=25,
 )
@@ -148,10 +153,37 @@ def test_parser_raises_only_qarnot_exceptions(body: Any) -> None:
     """Whatever JSON the server sends, parsing gives a summary or a QarnotException: never KeyError or TypeError."""
     try:
         summary = parse_task_summary(body)
+        failure_message(summary)
+        task = QTask._from_json(_OFFLINE, body)  # what `QTask.retrieve` and `update` do with an answer
     except QarnotException:
         return
-    failure_message(summary)
-    TaskSpec.from_json(summary.raw)
+    task.result_keys()
+    _ = task.resources
+
+
+_OFFLINE = QConnection("http://127.0.0.1:9", "offline-token")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("advancedResourceBuckets", [{"bucketName": "b", "filtering": {"prefixFiltering": "x"}}]),
+        ("tags", 1),
+        ("dependencies", {"dependsOn": 1}),
+        ("instanceCount", float("nan")),
+        ("instanceCount", float("inf")),
+        ("instanceCount", 10**400),
+        ("completedInstances", [{"instanceId": float("inf"), "state": "Success"}]),
+    ],
+)
+def test_fields_of_an_unexpected_shape_raise_malformed_response_or_are_ignored(field: str, value: Any) -> None:
+    body = {"uuid": "u", "name": "n", "profile": "p", "state": "Success", field: value}
+    try:
+        task = QTask._from_json(_OFFLINE, body)
+    except MalformedResponseException:
+        return
+    assert task.uuid == "u"
+    task.result_keys()
 
 
 @settings(max_examples=200, deadline=None)

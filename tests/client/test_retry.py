@@ -39,10 +39,11 @@ def test_total_time_bounds_retries() -> None:
     assert policy.next_delay(2, 8.5) is None
 
 
-def test_retry_after_wins_but_is_capped() -> None:
+def test_retry_after_is_honoured_as_given_when_it_fits_in_the_total_time() -> None:
     policy = RetryPolicy(base_delay=1.0, max_delay=30.0, max_elapsed=120.0, jitter=False)
     assert policy.next_delay(1, 0.0, retry_after=7.0) == 7.0
-    assert policy.next_delay(1, 0.0, retry_after=3600.0) == 30.0
+    assert policy.next_delay(1, 0.0, retry_after=60.0) == 60.0, "not cut to max_delay: that earns another 429"
+    assert policy.next_delay(1, 0.0, retry_after=3600.0) == 30.0, "past the total time: try once more, not give up"
     assert policy.next_delay(1, 100.0, retry_after=25.0) is None
 
 

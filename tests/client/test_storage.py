@@ -1,13 +1,15 @@
-"""Bucket storage paths: result keys can never write outside the download directory."""
+"""Bucket storage: result keys can never write outside the download directory; S3 errors map to client errors."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from airflow_provider_qarnot.client import QarnotException
+from airflow_provider_qarnot.client import InvalidRequestException, MissingBucketException, QarnotException
 from airflow_provider_qarnot.client.storage import _clean_prefix, _safe_target
+from tests.client.conftest import connect
 
 
 @pytest.mark.parametrize("key", ["../escape.txt", "a/../../escape.txt", ".", "a/.."])
@@ -31,3 +33,17 @@ def test_prefixes_are_normalized(prefix: str, expected: str) -> None:
 def test_prefix_with_dotdot_is_refused() -> None:
     with pytest.raises(ValueError, match=r"\.\."):
         _clean_prefix("a/../b")
+
+
+def test_upload_to_a_missing_bucket_is_a_missing_bucket(qarnot_emulator: Any, tmp_path: Path) -> None:
+    """boto3's transfer wraps the S3 error (S3UploadFailedError): it must still read as MissingBucketException."""
+    (tmp_path / "a.txt").write_text("hi")
+    with connect(qarnot_emulator) as conn:
+        with pytest.raises(MissingBucketException):
+            conn.storage.upload_file("no-such-bucket-x", tmp_path / "a.txt", "a.txt")
+
+
+def test_a_bucket_name_s3_refuses_is_an_invalid_request_not_a_transient_failure(qarnot_emulator: Any) -> None:
+    with connect(qarnot_emulator) as conn:
+        with pytest.raises(InvalidRequestException, match="(?i)bucket name"):
+            list(conn.storage.list_keys("bad bucket name!"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -265,3 +266,24 @@ def test_states_of_many_tasks_in_few_requests(qarnot_emulator_factory: Any) -> N
         assert paginate_calls == 3
         by_tag = conn.task_summaries(tags=["batch-x"])
         assert {s.uuid for s in by_tag} == set(uuids)
+
+
+def test_results_are_found_when_the_api_ignored_the_results_prefix(
+    conn: QConnection, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An API that does not honour resultsBucketPrefix puts results elsewhere: download what the instances
+    reported instead of silently returning nothing."""
+    task = QTask(
+        conn,
+        "prefix",
+        "docker-batch",
+        2,
+        constants={"DOCKER_CMD": "echo $INSTANCE_ID > r-$INSTANCE_ID.txt"},
+        result_bucket="res-prefix",
+    )
+    task.submit()
+    assert task.wait(timeout=60, poll_interval=0.2)
+    task.spec = replace(task.spec, results_bucket_prefix="where-the-api-did-not-put-them/")
+    files = task.download_results(tmp_path)
+    assert sorted(p.name for p in files) == ["r-0.txt", "r-1.txt"]
+    assert "nothing under results prefix" in caplog.text
