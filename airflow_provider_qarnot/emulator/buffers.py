@@ -7,9 +7,17 @@ beginning, and a reader of the fresh endpoint gets only what is still retained.
 from __future__ import annotations
 
 import base64
+import hashlib
+import re
 from typing import Any
 
 DEFAULT_CAPACITY = 1024 * 1024
+_DIGEST_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def reader_id(token: str) -> str:
+    """The key of a reader's fresh cursor: a sha256 of its token, so saved state never holds the token."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class OutputBuffer:
@@ -18,13 +26,14 @@ class OutputBuffer:
     Offsets are absolute (bytes written since creation), so a cursor survives truncation.
     """
 
-    __slots__ = ("_data", "_start", "capacity", "cursors")
+    __slots__ = ("_data", "_start", "capacity", "cursors", "rehashed")
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         self.capacity = capacity
         self._data = bytearray()
         self._start = 0
         self.cursors: dict[str, int] = {}
+        self.rehashed = False  # loaded with cursors keyed by raw tokens (older emulators): save it again
 
     @property
     def end(self) -> int:
@@ -45,8 +54,9 @@ class OutputBuffer:
         """Everything still retained, decoded as UTF-8 (invalid bytes replaced)."""
         return self._data.decode("utf-8", errors="replace")
 
-    def read_fresh(self, reader: str) -> str:
-        """What was written since ``reader``'s previous call, then move its cursor to the end."""
+    def read_fresh(self, token: str) -> str:
+        """What was written since the previous call with this ``token``, then move its cursor to the end."""
+        reader = reader_id(token)
         cursor = max(self.cursors.get(reader, 0), self._start)
         chunk = bytes(self._data[cursor - self._start :])
         self.cursors[reader] = self.end
@@ -66,7 +76,9 @@ class OutputBuffer:
         buffer = cls(capacity)
         buffer._start = int(data.get("start", 0))
         buffer._data = bytearray(base64.b64decode(data.get("data", "")))
-        buffer.cursors = {str(k): int(v) for k, v in dict(data.get("cursors", {})).items()}
+        cursors = {str(k): int(v) for k, v in dict(data.get("cursors", {})).items()}
+        buffer.rehashed = not all(_DIGEST_RE.fullmatch(k) for k in cursors)
+        buffer.cursors = {(k if _DIGEST_RE.fullmatch(k) else reader_id(k)): v for k, v in cursors.items()}
         return buffer
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import random
 import re
 import threading
@@ -22,6 +21,8 @@ from .exceptions import ValidationProblem
 
 OUTCOMES = ("drop_before", "rate_429", "rate_500", "rate_502", "rate_503", "rate_504", "drop_after")
 STATUS_OF = {"rate_429": 429, "rate_500": 500, "rate_502": 502, "rate_503": 503, "rate_504": 504}
+#: Largest ``latency_ms``, ``retry_after`` and ``max_faults`` (an Int32, like the API's numbers).
+MAX_FAULT_NUMBER = 2**31 - 1
 REASONS = {
     429: "Too Many Requests",
     500: "Internal Server Error",
@@ -59,14 +60,16 @@ class FaultRule:
         self._method, self._regex = compile_pattern(self.pattern)
         total = 0.0
         for name in OUTCOMES:
-            value = float(getattr(self, name))
-            if not 0.0 <= value <= 1.0 or math.isnan(value):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:  # compared before any float conversion: 10**400 must not overflow
                 raise ValueError(f"{name} must be between 0 and 1")
-            total += value
+            total += float(value)
         if total > 1.0 + 1e-9:
             raise ValueError("the fault rates of a rule add up to more than 1")
-        if self.latency_ms < 0 or self.retry_after < 0:
-            raise ValueError("latency_ms and retry_after must not be negative")
+        for name in ("latency_ms", "retry_after", "max_faults"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= MAX_FAULT_NUMBER:
+                raise ValueError(f"{name} must be between 0 and {MAX_FAULT_NUMBER}")
 
     def matches(self, method: str, path: str) -> bool:
         """Does the rule apply to this request (path already normalised)?"""

@@ -79,7 +79,10 @@ def _coerce(value: Any, kind: str, field: str) -> Any:
         if isinstance(value, bool):
             raise _problem(f"The value for field {field} must be a date.")
         if isinstance(value, (int, float)):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                raise _problem(f"The value for field {field} is out of range.") from None
         if isinstance(value, str):
             try:
                 return parse_date(value)

@@ -17,6 +17,9 @@ NO_DATE = "0001-01-01T00:00:00Z"
 #: Largest number of instances one task may have (protects the emulator from "0-999999999").
 MAX_INSTANCES = 10_000
 
+#: ``TimeSpan.MaxValue`` in ticks (100 ns): ``10675199.02:48:05.4775807``.
+MAX_TIMESPAN_TICKS = 2**63 - 1
+
 _TIMESPAN_RE = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d{1,7}))?$")
 
 
@@ -60,17 +63,19 @@ def format_timespan(seconds: float) -> str:
 
 
 def parse_timespan(text: str) -> float:
-    """Parse a .NET TimeSpan string to seconds; raises ``ValueError`` when malformed."""
+    """Parse a .NET TimeSpan string to seconds; raises ``ValueError`` when malformed or beyond
+    ``TimeSpan.MaxValue`` (computed in integer ticks, so a huge day count never overflows a float)."""
     match = _TIMESPAN_RE.match(text.strip())
     if match is None:
         raise ValueError(f"invalid TimeSpan {text!r}")
     days, hours, minutes, secs, frac = match.groups()
     if int(hours) > 23 or int(minutes) > 59 or int(secs) > 59:
         raise ValueError(f"invalid TimeSpan {text!r}")
-    total: float = int(days or 0) * 86_400 + int(hours) * 3_600 + int(minutes) * 60 + int(secs)
-    if frac:
-        total += int(frac.ljust(7, "0")) / 10_000_000
-    return float(total)
+    whole = int(days or 0) * 86_400 + int(hours) * 3_600 + int(minutes) * 60 + int(secs)
+    ticks = whole * 10_000_000 + (int(frac.ljust(7, "0")) if frac else 0)
+    if ticks > MAX_TIMESPAN_TICKS:
+        raise ValueError(f"TimeSpan {text!r} is beyond TimeSpan.MaxValue")
+    return ticks / 10_000_000
 
 
 def parse_ranges(text: str) -> list[int]:

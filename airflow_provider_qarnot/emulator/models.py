@@ -11,7 +11,7 @@ import functools
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -244,6 +244,13 @@ class Task:
         if not starts:
             return 0.0
         return max(0.0, (self.end_date or now) - min(starts))
+
+    def buffers(self) -> list[OutputBuffer]:
+        """Every output buffer of the task and its instances."""
+        found = [self.stdout, self.stderr]
+        for inst in self.instances.values():
+            found += [inst.stdout, inst.stderr]
+        return found
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form for persistence."""
@@ -478,6 +485,11 @@ class Backend:
         self._shortnames: dict[str, dict[str, str]] = {"task": {}, "job": {}, "pool": {}}
         self._tombstones: OrderedDict[str, str] = OrderedDict()
         self._cursors: OrderedDict[str, PageCursor] = OrderedDict()
+        # dependency uuid -> uuids of the tasks waiting on it (creation order), so that a task ending
+        # wakes its dependents without scanning every task under the lock
+        self._waiters: dict[str, list[str]] = {}
+        # job or pool uuid -> how many of its tasks are not final, so Terminating/Closing ends in O(1)
+        self._open_tasks: Counter[str] = Counter()
         self._seq = 0
         self._on_change = on_change
 
@@ -601,17 +613,42 @@ class Backend:
         task.constants = self._effective_constants(spec)
         task.snapshot_interval = spec.snapshot_interval or 0
         task.instances = {i: Instance(i) for i in spec.instance_ids}
+        if spec.max_time_queue_seconds:  # timers first: if one failed, no half-created task would remain
+            self.clock.call_later(spec.max_time_queue_seconds, lambda: self._queue_timeout(uuid))
         self.tasks[uuid] = task
         self._shortnames["task"][task.shortname] = uuid
+        self._count_open(task, 1)
         if spec.job_uuid is not None:
             self.jobs[spec.job_uuid].task_uuids.append(uuid)
         if spec.depends_on or spec.advanced_depends_on:
             task.deps_state = "waiting"
+            self._watch_dependencies(task)
         self._changed("task", uuid)
-        if spec.max_time_queue_seconds:
-            self.clock.call_later(spec.max_time_queue_seconds, lambda: self._queue_timeout(uuid))
         self._try_start(task)
         return task
+
+    def _count_open(self, task: Task, delta: int) -> None:
+        """Count a task in (1) or out of (-1) the unfinished tasks of its job and pool."""
+        for owner in (task.spec.job_uuid, task.spec.pool_uuid):
+            if owner is not None:
+                self._open_tasks[owner] += delta
+                if self._open_tasks[owner] <= 0:
+                    del self._open_tasks[owner]
+
+    def _watch_dependencies(self, task: Task) -> None:
+        """Index ``task`` under each dependency that is not final yet (see :meth:`_wake_dependents`)."""
+        deps = list(task.spec.depends_on) + [d["taskUuid"] for d in task.spec.advanced_depends_on]
+        for dep_uuid in dict.fromkeys(deps):
+            dep = self.tasks.get(dep_uuid)
+            if dep is not None and not dep.is_final:
+                self._waiters.setdefault(dep_uuid, []).append(task.uuid)
+
+    def _wake_dependents(self, dep_uuid: str) -> None:
+        """A task ended or vanished: give the tasks waiting on it a chance to start."""
+        for uuid in self._waiters.pop(dep_uuid, []):
+            other = self.tasks.get(uuid)
+            if other is not None and other.deps_state == "waiting" and not other.dispatched:
+                self._try_start(other)
 
     def _effective_constants(self, spec: TaskSpec) -> dict[str, str]:
         constants: dict[str, str] = {}
@@ -903,14 +940,13 @@ class Backend:
                 if inst.error is not None:
                     task.errors.append(dict(inst.error))
         _set_state(task, final, now)
+        self._count_open(task, -1)
         task.end_date = now
         self._changed("task", task.uuid)
         self._after_final(task)
 
     def _after_final(self, task: Task) -> None:
-        waiting = [t for t in self.tasks.values() if t.deps_state == "waiting" and not t.dispatched]
-        for other in waiting:
-            self._try_start(other)
+        self._wake_dependents(task.uuid)
         if task.spec.job_uuid is not None and task.spec.job_uuid in self.jobs:
             self._check_job(self.jobs[task.spec.job_uuid])
         if task.spec.pool_uuid is not None and task.spec.pool_uuid in self.pools:
@@ -954,7 +990,8 @@ class Backend:
             self._finalize(task)
 
     def _remove_task(self, task: Task) -> None:
-        self.tasks.pop(task.uuid, None)
+        if self.tasks.pop(task.uuid, None) is not None and not task.is_final:
+            self._count_open(task, -1)
         if self._shortnames["task"].get(task.shortname) == task.uuid:
             del self._shortnames["task"][task.shortname]
         self._tombstones[task.uuid] = task.state if task.is_final else CANCELLED
@@ -966,8 +1003,7 @@ class Backend:
                 job.task_uuids.remove(task.uuid)
                 self._changed("job", job.uuid)
         self._changed("task", task.uuid, True)
-        for other in [t for t in self.tasks.values() if t.deps_state == "waiting" and not t.dispatched]:
-            self._try_start(other)
+        self._wake_dependents(task.uuid)
 
     # ------------------------------------------------------------------ task operations (HTTP)
 
@@ -1099,16 +1135,24 @@ class Backend:
             return buffer.read_fresh(reader) if fresh else buffer.read_all()
 
     def snapshot(self, ident: str, config: dict[str, str | None], interval: int | None = None) -> Snapshot | None:
-        """Instant snapshot (returns it) or periodic (``interval`` seconds; returns None)."""
+        """Instant snapshot (returns it) or periodic (``interval`` seconds; returns None).
+
+        A periodic snapshot of a finished task only records the interval: the SDKs send it right after
+        ``POST /tasks``, which the real API answers long before the task could end, so it must not fail.
+        """
         with self.lock:
             task = self._task(ident)
+            if interval is not None and task.is_final:
+                task.snapshot_interval = interval
+                self._changed("task", task.uuid)
+                return None
             if task.is_final or task.state in (PENDING_CANCEL, PENDING_DELETE):
                 raise Forbidden(f"Invalid operation on non running task (task is {task.state}).")
             now = self._now()
             if interval is not None:
+                self._schedule_periodic(task.uuid, interval)  # first: a failure leaves the task unchanged
                 task.snapshot_interval = interval
                 self._changed("task", task.uuid)
-                self._schedule_periodic(task.uuid, interval)
                 return None
             stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(now))
             snap_id = f"snap_{task.uuid}_{stamp}"
@@ -1181,13 +1225,13 @@ class Backend:
             now = self._now()
             uuid = new_uuid()
             job = Job(uuid, self._next_seq(), spec, spec.shortname or uuid, now, state_time=now, last_modified=now)
-            self.jobs[uuid] = job
-            self._shortnames["job"][job.shortname] = uuid
-            self._changed("job", uuid)
-            if spec.max_wall_time:
+            if spec.max_wall_time:  # timer first: if it failed, no half-created job would remain
                 seconds = parse_timespan(spec.max_wall_time)
                 if seconds > 0:
                     self.clock.call_later(seconds, lambda: self._job_walltime(uuid))
+            self.jobs[uuid] = job
+            self._shortnames["job"][job.shortname] = uuid
+            self._changed("job", uuid)
             return job
 
     def _job_walltime(self, uuid: str) -> None:
@@ -1236,7 +1280,7 @@ class Backend:
     def _check_job(self, job: Job) -> None:
         if job.state != JOB_TERMINATING:
             return
-        if all(self.tasks[u].is_final for u in job.task_uuids if u in self.tasks):
+        if not self._open_tasks[job.uuid]:
             now = self._now()
             _set_state(job, JOB_COMPLETED, now)
             job.end_date = now
@@ -1250,6 +1294,7 @@ class Backend:
             if not force and any(not t.is_final for t in tasks):
                 raise Forbidden("The job still has running tasks: delete it with force=true.")
             _set_state(job, JOB_DELETING, self._now())
+            self.jobs.pop(job.uuid, None)  # first: removing its tasks one by one need not update it
             for task in tasks:
                 if task.is_final:
                     self._remove_task(task)
@@ -1257,7 +1302,6 @@ class Backend:
                     task.delete_requested = True
                     _set_state(task, PENDING_DELETE, self._now())
                     self._cancel_all(task)
-            self.jobs.pop(job.uuid, None)
             if self._shortnames["job"].get(job.shortname) == job.uuid:
                 del self._shortnames["job"][job.shortname]
             self._changed("job", job.uuid, True)
@@ -1333,7 +1377,7 @@ class Backend:
     def _check_pool(self, pool: Pool) -> None:
         if pool.state != POOL_CLOSING:
             return
-        if all(t.is_final for t in self.pool_tasks(pool)):
+        if not self._open_tasks[pool.uuid]:
             now = self._now()
             _set_state(pool, POOL_CLOSED, now)
             pool.end_date = now
@@ -1468,6 +1512,13 @@ class Backend:
                 self.tasks[task.uuid] = task
                 self._shortnames["task"][task.shortname] = task.uuid
                 self._seq = max(self._seq, task.seq)
+                if any(buffer.rehashed for buffer in task.buffers()):
+                    self._changed("task", task.uuid)  # rewrite it without the raw tokens
+            for task in self.tasks.values():
+                if not task.is_final:
+                    self._count_open(task, 1)
+                    if task.deps_state == "waiting":
+                        self._watch_dependencies(task)
 
     def resume_all(self) -> None:
         """After a restart: finish pending cancels/deletes, re-dispatch tasks that were not final."""
@@ -1511,3 +1562,5 @@ class Backend:
                 names.clear()
             self._tombstones.clear()
             self._cursors.clear()
+            self._waiters.clear()
+            self._open_tasks.clear()

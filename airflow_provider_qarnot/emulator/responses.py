@@ -36,7 +36,15 @@ from .models import (
     Snapshot,
     Task,
 )
-from .validation import parse_job, parse_json_body, parse_page_request, parse_pool, parse_task
+from .validation import (
+    DEFAULT_ELASTIC,
+    Fields,
+    parse_job,
+    parse_json_body,
+    parse_page_request,
+    parse_pool,
+    parse_task,
+)
 
 CPU_MODEL = "Emulated CPU"
 HARDWARE_CONSTRAINTS: list[dict[str, Any]] = [
@@ -402,16 +410,7 @@ def render_pool(pool: Pool, backend: Backend, now: float) -> dict[str, Any]:
             "advancedResourceBuckets": [b.to_json() for b in spec.resource_buckets],
             "status": None,
             "preparationTask": spec.preparation_task,
-            "elasticProperty": spec.elastic
-            or {
-                "isElastic": False,
-                "minTotalSlots": 0,
-                "maxTotalSlots": 0,
-                "minIdleSlots": 0,
-                "resizePeriod": 90,
-                "rampResizeFactor": 0.1,
-                "minIdleTimeSeconds": 90,
-            },
+            "elasticProperty": spec.elastic or dict(DEFAULT_ELASTIC),
             "taskDefaultWaitForPoolResourcesSynchronization": spec.task_wait_for_sync,
             "poolUsage": round(min(1.0, queued_or_running / slots), 4) if slots else 0.0,
             "totalSlotCapacity": slots,
@@ -514,8 +513,8 @@ def ctx_of(request: Request) -> ServiceContext:
 
 
 def json_response(data: Any, status: int = 200) -> Response:
-    """A compact JSON response."""
-    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """A compact JSON response; never ``NaN``/``Infinity`` (invalid JSON): such a value is a 500 instead."""
+    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
     return Response(body, status_code=status, media_type="application/json")
 
 
@@ -526,7 +525,7 @@ def empty_ok() -> Response:
 
 def error_response(exc: EmulatorError) -> Response:
     """Render an emulator error."""
-    body = json.dumps(exc.body(), separators=(",", ":")).encode("utf-8")
+    body = json.dumps(exc.body(), separators=(",", ":"), allow_nan=False).encode("utf-8")
     return Response(body, status_code=exc.status, media_type=exc.content_type, headers=exc.headers())
 
 
@@ -735,25 +734,27 @@ get_stderr = _output_endpoint("stderr", False)
 fresh_stderr = _output_endpoint("stderr", True)
 
 
-def _snapshot_config(data: Any) -> tuple[dict[str, str | None], Any]:
+def _snapshot_config(data: Any, *, periodic: bool) -> tuple[dict[str, str | None], int | None]:
+    """The snapshot configuration, and (``periodic``) its required positive ``interval`` in seconds."""
     if data is None:
         return {}, None
     if not isinstance(data, dict):
         raise ValidationProblem.single("$", "The snapshot configuration must be an object.")
-    lowered = {str(k).lower(): v for k, v in data.items()}
-    config: dict[str, str | None] = {}
-    for key in ("whitelist", "blacklist", "bucket", "bucketPrefix"):
-        value = lowered.get(key.lower())
-        if value is not None and not isinstance(value, str):
-            raise ValidationProblem.single(key[:1].upper() + key[1:], f"{key} must be a string.")
-        config[key] = value
-    return config, lowered.get("interval")
+    errors: dict[str, list[str]] = {}
+    body = Fields(data, errors)
+    config = {key: body.text(key) for key in ("whitelist", "blacklist", "bucket", "bucketPrefix")}
+    interval = body.integer("interval", minimum=1) if periodic else None
+    if periodic and interval is None and not errors:
+        body.error("interval", "The interval field is required (a positive number of seconds).")
+    if errors:
+        raise ValidationProblem(errors)
+    return config, interval
 
 
 async def instant_snapshot(request: Request) -> Response:
     """POST /tasks/{uuid}/snapshot → ``{"id"}``."""
     ctx = ctx_of(request)
-    config, _interval = _snapshot_config(await body_json(request, allow_empty=True))
+    config, _interval = _snapshot_config(await body_json(request, allow_empty=True), periodic=False)
     snap = ctx.backend.snapshot(_path(request, "uuid"), config)
     return json_response({"id": snap.id if snap is not None else None})
 
@@ -761,9 +762,7 @@ async def instant_snapshot(request: Request) -> Response:
 async def periodic_snapshot(request: Request) -> Response:
     """POST /tasks/{uuid}/snapshot/periodic ``{"interval": seconds, ...}``."""
     ctx = ctx_of(request)
-    config, interval = _snapshot_config(await body_json(request))
-    if isinstance(interval, bool) or not isinstance(interval, int) or interval <= 0:
-        raise ValidationProblem.single("Interval", "interval must be a positive integer (seconds).")
+    config, interval = _snapshot_config(await body_json(request), periodic=True)
     ctx.backend.snapshot(_path(request, "uuid"), config, interval)
     return empty_ok()
 

@@ -13,6 +13,7 @@ import itertools
 import logging
 import os
 import re
+import secrets
 import selectors
 import shutil
 import signal
@@ -20,7 +21,7 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -32,6 +33,17 @@ from .storage import BucketStorage
 log = logging.getLogger(__name__)
 
 ENV_NAME_RE = re.compile(r"^[^=\0]+$")
+#: Variables of the emulator's own environment that never reach a task (API tokens, cloud credentials).
+PRIVATE_ENV_PREFIXES = ("QARNOT_", "AWS_")
+#: Every instance gets a variable ``<prefix><random hex>=1``: its processes, even those that left its process
+#: group (``setsid``), are found in ``/proc/*/environ`` and killed with it. Not ``QARNOT_*``: an emulator run
+#: inside a task keeps its parent's marks.
+MARK_PREFIX = "EMULATOR_INSTANCE_MARK_"
+#: Timers further away than this (about 31 years) wait at this horizon: they never fire in practice, and
+#: bigger delays would overflow the clock arithmetic.
+TIMER_HORIZON = 1e9
+#: Longest single sleep of the timer thread (``threading`` refuses timeouts beyond ``TIMEOUT_MAX``).
+_MAX_TIMER_WAIT = 3600.0
 
 
 class TimerHandle:
@@ -72,11 +84,12 @@ class Scheduler:
             self._thread.join(timeout=5)
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
-        """Run ``callback`` after ``delay`` seconds."""
+        """Run ``callback`` after ``delay`` seconds (clamped to [0, :data:`TIMER_HORIZON`]: never raises)."""
         handle = TimerHandle(callback)
+        due = time.monotonic() + float(min(max(0.0, delay), TIMER_HORIZON))
         with self._cond:
             if not self._stopped:
-                heapq.heappush(self._heap, (time.monotonic() + max(0.0, delay), next(self._counter), handle))
+                heapq.heappush(self._heap, (due, next(self._counter), handle))
                 self._cond.notify()
         return handle
 
@@ -89,7 +102,7 @@ class Scheduler:
                         continue
                     delay = self._heap[0][0] - time.monotonic()
                     if delay > 0:
-                        self._cond.wait(delay)
+                        self._cond.wait(min(delay, _MAX_TIMER_WAIT))
                         continue
                     break
                 if self._stopped:
@@ -200,7 +213,8 @@ class _TaskRun:
 
 @dataclass
 class _Slot:
-    """A running instance."""
+    """A running instance. ``proc`` is its current attempt's process, set only until that is reaped
+    (under the runner lock), so a kill never targets a pid the system may have given to someone else."""
 
     task_uuid: str
     instance_id: int
@@ -208,11 +222,74 @@ class _Slot:
     proc: subprocess.Popen[bytes] | None = None
     workdir: Path | None = None
     baseline: dict[str, tuple[int, int]] = field(default_factory=dict)
+    mark: str = field(default_factory=lambda: MARK_PREFIX + secrets.token_hex(12))
 
 
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group of an attempt whose leader is not reaped yet (its pid is still ours)."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _carries(pid: int, wanted: tuple[bytes, ...]) -> bool:
+    """Does the process's environment hold one of the ``NAME=`` prefixes in ``wanted``?"""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return False
+    return any(data.startswith(w) or b"\0" + w in data for w in wanted)
+
+
+def _kill_marked(marks: Collection[str]) -> int:
+    """SIGKILL every process carrying one of the instance ``marks`` (Linux ``/proc``), in rounds until no
+    new one appears (they may be forking); returns how many were signalled.
+
+    The process is pinned with a pidfd before its environment is read, so a pid reused meanwhile is
+    never signalled.
+    """
+    if not marks or not os.path.isdir("/proc"):
+        return 0
+    wanted = tuple(f"{mark}=".encode() for mark in marks)
+    signalled: set[int] = set()
+    me = os.getpid()
+    for _round in range(20):
+        found = 0
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) in signalled or int(name) == me:
+                continue
+            pid = int(name)
+            try:
+                pidfd: int | None = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue
+            except OSError:  # no pidfd (old kernel): signal the pid right after checking it
+                pidfd = None
+            try:
+                if _carries(pid, wanted):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        if pidfd is None:
+                            os.kill(pid, signal.SIGKILL)
+                        else:
+                            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                    signalled.add(pid)
+                    found += 1
+            finally:
+                if pidfd is not None:
+                    os.close(pidfd)
+        if not found:
+            break
+    return len(signalled)
+
+
+def _wait_exited(proc: subprocess.Popen[bytes], block: bool) -> bool:
+    """Has the attempt's process exited? Leaves it unreaped, so its pid (and process group) stay ours."""
+    options = os.WEXITED | os.WNOWAIT | (0 if block else os.WNOHANG)
+    try:
+        return os.waitid(os.P_PID, proc.pid, options) is not None
+    except ChildProcessError:  # reaped already
+        return True
 
 
 def _scan(root: Path) -> dict[str, tuple[int, int]]:
@@ -241,7 +318,8 @@ class ProcessRunner:
     """Runs each instance's ``DOCKER_CMD`` with ``sh -c`` in a fresh directory (``--mode run``).
 
     Instances queue FIFO; at most ``cores`` run at once (and at most a pool's slots for pool tasks).
-    Each runs in its own process group so abort and shutdown can kill everything it started.
+    Each runs in its own process group and carries a unique environment mark, so abort, the end of its main
+    process and shutdown kill everything it started, even processes that called ``setsid``.
     """
 
     def __init__(
@@ -305,11 +383,11 @@ class ProcessRunner:
             removed = [iid for (uuid, iid) in self._queue if uuid == task.uuid]
             self._queue = deque(item for item in self._queue if item[0] != task.uuid)
             self._cancelled.add(task.uuid)
-            procs = [s.proc for s in self._running.values() if s.task_uuid == task.uuid and s.proc is not None]
-            if not any(s.task_uuid == task.uuid for s in self._running.values()):
+            slots = [s for s in self._running.values() if s.task_uuid == task.uuid]
+            if not slots:
                 self._forget(task.uuid)
-        for proc in procs:
-            _kill_group(proc.pid)
+            self._kill_groups(slots)
+        _kill_marked([s.mark for s in slots])
         return removed
 
     def snapshot(self, task: Task, snap: Snapshot) -> None:
@@ -325,22 +403,34 @@ class ProcessRunner:
         with self._lock:
             self._stopping = True
             self._queue.clear()
-            procs = [s.proc for s in self._running.values() if s.proc is not None]
+            slots = list(self._running.values())
+            self._kill_groups(slots)
             threads = list(self._threads)
-        for proc in procs:
-            _kill_group(proc.pid)
+        _kill_marked([s.mark for s in slots])
         deadline = time.monotonic() + 10
         for thread in threads:
             thread.join(timeout=max(0.1, deadline - time.monotonic()))
         with self._lock:
-            for slot in self._running.values():
-                if slot.proc is not None:
-                    _kill_group(slot.proc.pid)
+            slots = list(self._running.values())
+            self._kill_groups(slots)
+        _kill_marked([s.mark for s in slots])
 
     def running_pids(self) -> list[int]:
         """Process ids of the instances running now."""
         with self._lock:
             return [s.proc.pid for s in self._running.values() if s.proc is not None]
+
+    def _kill_groups(self, slots: list[_Slot]) -> None:
+        """SIGKILL the process groups of these instances' current attempts (runner lock held)."""
+        for slot in slots:
+            if slot.proc is not None:
+                _kill_group(slot.proc)
+
+    def _end_attempt(self, slot: _Slot) -> None:
+        """The attempt's main process exited: kill what it left behind, as a container's end would."""
+        if slot.proc is not None:
+            _kill_group(slot.proc)
+        _kill_marked([slot.mark])
 
     # -------------------------------------------------------------- scheduling
 
@@ -461,10 +551,15 @@ class ProcessRunner:
         """Run one attempt; stream its output into the task; return the exit code."""
         assert run.command is not None
         assert slot.workdir is not None
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(PRIVATE_ENV_PREFIXES)}
         env.update(run.env)
         env.update(
-            {"INSTANCE_ID": str(slot.instance_id), "FRAME_ID": str(slot.instance_id), "QARNOT_TASK_UUID": run.uuid}
+            {
+                "INSTANCE_ID": str(slot.instance_id),
+                "FRAME_ID": str(slot.instance_id),
+                "QARNOT_TASK_UUID": run.uuid,
+                slot.mark: "1",
+            }
         )
         proc = subprocess.Popen(
             ["sh", "-c", run.command],
@@ -477,9 +572,8 @@ class ProcessRunner:
         )
         with self._lock:
             slot.proc = proc
-            doomed = self._stopping or run.uuid in self._cancelled
-        if doomed:
-            _kill_group(proc.pid)
+            if self._stopping or run.uuid in self._cancelled:
+                _kill_group(proc)
         assert proc.stdout is not None
         assert proc.stderr is not None
         streams: dict[int, tuple[str, IO[bytes], LineJoiner]] = {
@@ -498,18 +592,23 @@ class ProcessRunner:
                         selector.unregister(pipe)
                         continue
                     self.backend.instance_output(run.uuid, slot.instance_id, name, data, joiner.feed(data))
-                if proc.poll() is not None:
-                    if exited_at is None:
+                if exited_at is None:
+                    if _wait_exited(proc, block=False):
                         exited_at = time.monotonic()
-                        _kill_group(proc.pid)  # the container's end: leftover children go with it
-                    elif time.monotonic() - exited_at > 2.0:
-                        break
+                        self._end_attempt(slot)
+                elif time.monotonic() - exited_at > 2.0:
+                    break
         for name, pipe, joiner in streams.values():
             rest = joiner.flush()
             if rest:
                 self.backend.instance_output(run.uuid, slot.instance_id, name, b"", rest)
             pipe.close()
-        code = proc.wait()
+        if exited_at is None:  # it closed its output first: wait for its end
+            _wait_exited(proc, block=True)
+            self._end_attempt(slot)
+        with self._lock:  # reap and forget together: nobody may signal this pid once it is free
+            code = proc.wait()
+            slot.proc = None
         return 128 - code if code < 0 else code
 
     def _upload_changed(

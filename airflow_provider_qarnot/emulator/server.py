@@ -182,7 +182,7 @@ class Emulator:
         self._storage = BucketStorage(self.storage_url, self.email, self.token)
         saved: dict[str, list[dict[str, Any]]] = {"task": [], "job": [], "pool": []}
         if self.state_dir is not None:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # it holds task data: owner only
             restored = self._storage.restore(self.state_dir / "s3")
             log.info("restored %d objects from %s", restored, self.state_dir)
             self._store = StateStore(self.state_dir)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
+import shutil
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -108,6 +110,26 @@ class S3Server:
         self._server = None
 
 
+MANIFEST = "manifest.json"
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    """Write a file and flush it to disk before returning."""
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_directory(path: Path) -> None:
+    """Make the entries (renames, new files) of a directory durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _safe_relative(path: str) -> str | None:
     """A clean relative POSIX path, or None if it would escape the directory."""
     parts = [p for p in PurePosixPath(path.lstrip("/")).parts if p not in ("", ".")]
@@ -200,39 +222,58 @@ class BucketStorage:
         return f"s3://{self.netloc}/{bucket}/{key}"
 
     def dump(self, directory: Path) -> int:
-        """Save every bucket and object under ``directory`` (manifest + one file per object)."""
-        objects_dir = directory / "objects"
-        objects_dir.mkdir(parents=True, exist_ok=True)
-        for stale in objects_dir.iterdir():
-            stale.unlink()
-        manifest: dict[str, list[dict[str, str]]] = {}
-        index = 0
-        for bucket in self.client.list_buckets().get("Buckets", []):
-            name = bucket["Name"]
-            entries: list[dict[str, str]] = []
-            for obj in self.iter_objects(name):
-                index += 1
-                filename = f"{index:08d}"
-                body = self.client.get_object(Bucket=name, Key=obj["Key"])["Body"].read()
-                (objects_dir / filename).write_bytes(body)
-                entries.append({"key": obj["Key"], "file": filename})
-            manifest[name] = entries
-        tmp = directory / "manifest.json.tmp"
-        tmp.write_text(json.dumps(manifest))
-        os.replace(tmp, directory / "manifest.json")
+        """Save every bucket and object under ``directory``; a crash or error midway keeps the previous dump.
+
+        Objects go into a new ``objects-<id>`` directory; then the manifest naming it replaces the old one
+        in one rename (the commit point), and only after that are older object directories removed.
+        """
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        objects_name = f"objects-{secrets.token_hex(8)}"
+        objects_dir = directory / objects_name
+        objects_dir.mkdir(mode=0o700)
+        try:
+            buckets: dict[str, list[dict[str, str]]] = {}
+            index = 0
+            for bucket in self.client.list_buckets().get("Buckets", []):
+                name = bucket["Name"]
+                entries: list[dict[str, str]] = []
+                for obj in self.iter_objects(name):
+                    index += 1
+                    filename = f"{index:08d}"
+                    body = self.client.get_object(Bucket=name, Key=obj["Key"])["Body"].read()
+                    _write_durably(objects_dir / filename, body)
+                    entries.append({"key": obj["Key"], "file": filename})
+                buckets[name] = entries
+            _fsync_directory(objects_dir)
+            manifest = {"version": 2, "objects": objects_name, "buckets": buckets}
+            tmp = directory / f"{MANIFEST}.tmp"
+            _write_durably(tmp, json.dumps(manifest).encode("utf-8"))
+            os.replace(tmp, directory / MANIFEST)
+            _fsync_directory(directory)
+        except BaseException:
+            shutil.rmtree(objects_dir, ignore_errors=True)
+            raise
+        for stale in directory.iterdir():
+            if stale.is_dir() and stale.name != objects_name and stale.name.startswith("objects"):
+                shutil.rmtree(stale, ignore_errors=True)
         return index
 
     def restore(self, directory: Path) -> int:
-        """Re-create the buckets and objects saved by :meth:`dump`."""
-        manifest_path = directory / "manifest.json"
+        """Re-create the buckets and objects saved by :meth:`dump` (or by older emulators' dumps)."""
+        manifest_path = directory / MANIFEST
         if not manifest_path.exists():
             return 0
-        manifest: dict[str, list[dict[str, str]]] = json.loads(manifest_path.read_text())
+        manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+        if manifest.get("version") == 2:
+            objects_dir = directory / str(manifest["objects"])
+            buckets: dict[str, list[dict[str, str]]] = manifest["buckets"]
+        else:  # the first layout: {bucket: entries} with the files in objects/
+            objects_dir, buckets = directory / "objects", manifest
         count = 0
-        for name, entries in manifest.items():
+        for name, entries in buckets.items():
             self.ensure_bucket(name)
             for entry in entries:
-                data = (directory / "objects" / entry["file"]).read_bytes()
+                data = (objects_dir / entry["file"]).read_bytes()
                 self.client.put_object(Bucket=name, Key=entry["key"], Body=data)
                 count += 1
         return count

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -21,15 +22,27 @@ KINDS = ("task", "job", "pool")
 FLUSH_INTERVAL = 0.2
 
 
+def _private_file(path: Path) -> None:
+    """Create ``path`` readable by its owner only (task constants and output live in it), or make it so."""
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    os.chmod(path, 0o600)
+
+
 class StateStore:
     """Write-behind sqlite store of the model's objects."""
 
     def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = directory / "state.db"
+        _private_file(self.path)
+        for suffix in ("-wal", "-shm"):  # sqlite gives them the database's mode; fix any older ones
+            side = self.path.with_name(self.path.name + suffix)
+            if side.exists():
+                os.chmod(side, 0o600)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA secure_delete=ON")  # replaced rows leave no old bytes in the file
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS objects (kind TEXT NOT NULL, uuid TEXT NOT NULL, data TEXT NOT NULL,"
             " PRIMARY KEY (kind, uuid))"

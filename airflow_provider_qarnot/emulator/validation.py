@@ -15,13 +15,36 @@ from typing import Any
 from .exceptions import ValidationProblem
 from .formats import MAX_INSTANCES, parse_ranges, parse_timespan
 
+#: Deepest nesting accepted in a request body (ASP.NET's default ``MaxDepth``).
+MAX_JSON_DEPTH = 64
+#: Integer fields are .NET ``int``: anything outside this range is a validation error, not an overflow later.
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
 SCHEDULING_TYPES = {"flex": "Flex", "ondemand": "OnDemand", "reserved": "Reserved"}
 SHORTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 FINAL_CONDITIONS = {"success": "success", "failure": "failure", "cancelled": "cancelled"}
+#: The ``privileges`` object, with the API's default.
+DEFAULT_PRIVILEGES: dict[str, Any] = {"exportApiAndStorageCredentialsInEnvironment": False}
+#: A pool's ``elasticProperty``, with the API's defaults (what a non-elastic pool shows).
+DEFAULT_ELASTIC: dict[str, Any] = {
+    "isElastic": False,
+    "minTotalSlots": 0,
+    "maxTotalSlots": 0,
+    "minIdleSlots": 0,
+    "resizePeriod": 90,
+    "rampResizeFactor": 0.1,
+    "minIdleTimeSeconds": 90,
+}
 
 
 def parse_json_body(raw: bytes, *, allow_empty: bool = False) -> Any:
-    """Decode a request body; invalid UTF-8/JSON, NaN or an empty required body is a 400."""
+    """Decode a request body into a value the emulator can store and render back, or raise a 400.
+
+    Refused: an empty required body, invalid UTF-8 or JSON, NaN/Infinity and numbers out of float range
+    (``1e400``), lone UTF-16 surrogates (``"\\ud800"``: they cannot be encoded back to UTF-8), and nesting
+    deeper than :data:`MAX_JSON_DEPTH`.
+    """
     if not raw.strip():
         if allow_empty:
             return None
@@ -35,9 +58,39 @@ def parse_json_body(raw: bytes, *, allow_empty: bool = False) -> Any:
         raise ValueError(f"invalid JSON literal {name}")
 
     try:
-        return json.loads(text, parse_constant=reject_constant)
+        value = json.loads(text, parse_constant=reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise ValidationProblem.single("$", f"The JSON value could not be parsed: {exc}.") from exc
+    problem = _unrepresentable(value)
+    if problem is not None:
+        raise ValidationProblem.single("$", problem)
+    return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text} is out of range")
+    return value
+
+
+def _unrepresentable(value: Any) -> str | None:
+    """Why a decoded JSON value would break storage or rendering (too deep, lone surrogate), or None."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE_RE.search(item):
+                return "The JSON value contains an unpaired UTF-16 surrogate."
+        elif isinstance(item, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                return f"The JSON value is nested deeper than {MAX_JSON_DEPTH} levels."
+            if isinstance(item, dict):
+                stack.extend((key, depth) for key in item)
+                stack.extend((child, depth + 1) for child in item.values())
+            else:
+                stack.extend((child, depth + 1) for child in item)
+    return None
 
 
 def camel_keys(value: Any) -> Any:
@@ -97,7 +150,7 @@ class Fields:
         return value
 
     def integer(self, key: str, *, minimum: int | None = None, maximum: int | None = None) -> int | None:
-        """An integer (or null); floats with no fraction are accepted, booleans are not."""
+        """A 32-bit integer (or null); floats with no fraction are accepted, booleans are not."""
         value = self.raw(key)
         if value is None:
             return None
@@ -109,6 +162,9 @@ class Fields:
                 self.error(key, f"The {key} field must be an integer.")
                 return None
             value = int(value)
+        if not INT32_MIN <= value <= INT32_MAX:
+            self.error(key, f"The {key} field must be a 32-bit integer ({INT32_MIN} to {INT32_MAX}).")
+            return None
         if minimum is not None and value < minimum:
             self.error(key, f"The {key} field must be at least {minimum}.")
             return None
@@ -116,6 +172,19 @@ class Fields:
             self.error(key, f"The {key} field must be at most {maximum}.")
             return None
         return value
+
+    def number(self, key: str, *, minimum: float | None = None) -> float | None:
+        """A finite number (or null); booleans are not numbers."""
+        value = self.raw(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            self.error(key, f"The {key} field must be a number.")
+            return None
+        if minimum is not None and value < minimum:
+            self.error(key, f"The {key} field must be at least {minimum}.")
+            return None
+        return float(value)
 
     def boolean(self, key: str) -> bool | None:
         """A boolean (or null)."""
@@ -196,8 +265,8 @@ class Fields:
         if value is not None:
             try:
                 parse_timespan(value)
-            except ValueError:
-                self.error(key, f"The {key} field must be a TimeSpan like 'd.hh:mm:ss'.")
+            except (ValueError, OverflowError):
+                self.error(key, f"The {key} field must be a TimeSpan like 'd.hh:mm:ss' (at most TimeSpan.MaxValue).")
                 return None
         return value
 
@@ -293,7 +362,7 @@ class TaskSpec:
     completion_ttl: str = "00:00:00"
     hardware_constraints: list[Any] = field(default_factory=list)
     default_resources_cache_ttl_sec: int | None = None
-    privileges: dict[str, Any] = field(default_factory=lambda: {"exportApiAndStorageCredentialsInEnvironment": False})
+    privileges: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PRIVILEGES))
     max_total_retries: int | None = None
     max_per_instance_retries: int | None = None
     max_retries_per_instance: int | None = None
@@ -357,6 +426,50 @@ def _resource_buckets(body: Fields) -> list[ResourceBucketSpec]:
         if name is not None:
             out.append(ResourceBucketSpec(name, prefix, strip, ttl))
     return out
+
+
+def _privileges(body: Fields) -> dict[str, Any] | None:
+    """``privileges`` read case-insensitively into its canonical camelCase form (None when absent)."""
+    entry = body.obj("privileges")
+    if entry is None:
+        return None
+    export = entry.boolean("exportApiAndStorageCredentialsInEnvironment")
+    return {"exportApiAndStorageCredentialsInEnvironment": bool(export)}
+
+
+def _elastic(body: Fields) -> dict[str, Any] | None:
+    """``elasticProperty`` read case-insensitively, missing members taking the API's defaults."""
+    entry = body.obj("elasticProperty")
+    if entry is None:
+        return None
+    elastic = dict(DEFAULT_ELASTIC)
+    for name, default in DEFAULT_ELASTIC.items():
+        value: Any
+        if isinstance(default, bool):
+            value = entry.boolean(name)
+        elif isinstance(default, int):
+            value = entry.integer(name, minimum=0)
+        else:
+            value = entry.number(name, minimum=0)
+        if value is not None:
+            elastic[name] = value
+    return elastic
+
+
+def _secrets_access(body: Fields) -> dict[str, Any] | None:
+    """``secretsAccessRights`` (``{"bySecret": [{"key"}], "byPrefix": [{"prefix"}]}``) read case-insensitively."""
+    entry = body.obj("secretsAccessRights")
+    if entry is None:
+        return None
+    rights: dict[str, Any] = {}
+    for name, member in (("bySecret", "key"), ("byPrefix", "prefix")):
+        rights[name] = []
+        for index, item in enumerate(entry.array(name) or []):
+            grant = Fields(item, body.errors, f"{entry._name(name)}[{index}]")
+            value = grant.text(member, required=True, allow_empty=False) if grant.ok else None
+            if value is not None:
+                rights[name].append({member: value})
+    return rights
 
 
 def _dependencies(body: Fields, spec: TaskSpec) -> None:
@@ -450,7 +563,7 @@ def parse_task(data: Any, *, for_update: bool = False) -> TaskSpec:
     spec.completion_ttl = body.timespan("completionTimeToLive") or "00:00:00"
     spec.hardware_constraints = body.obj_list("hardwareConstraints")
     spec.default_resources_cache_ttl_sec = body.integer("defaultResourcesCacheTTLSec", minimum=0)
-    privileges = body.passthrough_obj("privileges")
+    privileges = _privileges(body)
     if privileges is not None:
         spec.privileges = privileges
     retry = body.obj("retrySettings")
@@ -467,7 +580,7 @@ def parse_task(data: Any, *, for_update: bool = False) -> TaskSpec:
     spec.targeted_reserved_machine_key = body.text("targetedReservedMachineKey")
     spec.targeted_reservation_name = body.text("targetedReservationName")
     spec.forced_network_rules = body.obj_list("forcedNetworkRules")
-    spec.secrets_access_rights = body.passthrough_obj("secretsAccessRights")
+    spec.secrets_access_rights = _secrets_access(body)
     spec.max_time_queue_seconds = body.integer("maxTimeQueueSeconds", minimum=0)
     spec.wait_for_pool_resources_sync = body.boolean("waitForPoolResourcesSynchronization")
     spec.upload_results_on_cancellation = body.boolean("uploadResultsOnCancellation")
@@ -547,7 +660,7 @@ class PoolSpec:
     completion_ttl: str = "00:00:00"
     hardware_constraints: list[Any] = field(default_factory=list)
     default_resources_cache_ttl_sec: int | None = None
-    privileges: dict[str, Any] = field(default_factory=lambda: {"exportApiAndStorageCredentialsInEnvironment": False})
+    privileges: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PRIVILEGES))
     default_max_total_retries: int | None = None
     default_max_per_instance_retries: int | None = None
     scheduling_type: str | None = None
@@ -590,7 +703,7 @@ def parse_pool(data: Any) -> PoolSpec:
     name = body.text("name", required=True, allow_empty=False) or ""
     profile = body.text("profile", required=True, allow_empty=False) or ""
     spec = PoolSpec(name=name, profile=profile)
-    elastic = body.passthrough_obj("elasticProperty")
+    elastic = _elastic(body)
     count = body.integer("instanceCount", minimum=0, maximum=MAX_INSTANCES)
     is_elastic = bool(elastic and elastic.get("isElastic"))
     if count is None or count == 0:
@@ -613,7 +726,7 @@ def parse_pool(data: Any) -> PoolSpec:
     spec.completion_ttl = body.timespan("completionTimeToLive") or "00:00:00"
     spec.hardware_constraints = body.obj_list("hardwareConstraints")
     spec.default_resources_cache_ttl_sec = body.integer("defaultResourcesCacheTTLSec", minimum=0)
-    privileges = body.passthrough_obj("privileges")
+    privileges = _privileges(body)
     if privileges is not None:
         spec.privileges = privileges
     retry = body.obj("defaultRetrySettings")

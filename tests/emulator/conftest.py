@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -12,6 +13,19 @@ import requests
 from airflow_provider_qarnot.emulator import Emulator
 
 FINAL = ("Success", "Failure", "Cancelled")
+
+
+def pid_alive(pid: int) -> bool:
+    """Is the process running (a zombie is not)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 class Api:

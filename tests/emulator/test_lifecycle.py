@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from airflow_provider_qarnot.emulator import Emulator
 
-from .conftest import Api
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
+from .conftest import Api, pid_alive
 
 
 def test_four_instances_succeed_with_results_and_output(api: Api, qarnot_emulator: Emulator) -> None:
@@ -164,7 +151,7 @@ def test_abort_kills_the_process(api: Api, qarnot_emulator: Emulator) -> None:
     assert task["previousState"] == "PendingCancel"
     assert "never" not in api.get(f"/tasks/{uuid}/stdout").text
     time.sleep(0.1)
-    assert not any(_pid_alive(pid) for pid in pids)
+    assert not any(pid_alive(pid) for pid in pids)
     again = api.post(f"/tasks/{uuid}/abort")
     assert again.status_code == 403
     assert "non running task" in again.json()["message"].lower()

@@ -25,7 +25,7 @@ from qarnot.exceptions import (
     UnauthorizedException,
 )
 
-from airflow_provider_qarnot.emulator import Emulator
+from airflow_provider_qarnot.emulator import Emulator, FaultRule
 
 FINAL = ("Success", "Failure", "Cancelled")
 
@@ -248,6 +248,23 @@ def test_snapshots_commit_and_context_manager(conn: qarnot.connection.Connection
         time.sleep(0.05)
     with pytest.raises(MissingTaskException):
         conn.retrieve_task(uuid)
+
+
+def test_snapshot_set_before_submit_of_a_fast_task(
+    conn: qarnot.connection.Connection, qarnot_emulator: Emulator
+) -> None:
+    """``snapshot(n)`` before ``submit()`` posts the periodic snapshot right after the task: a task that ends
+    first (here: the request is delayed until it has) must not make ``submit()`` fail."""
+    qarnot_emulator.set_faults([FaultRule(pattern="POST /tasks/*/snapshot/periodic", latency_ms=1500)])
+    task = conn.create_task("presnap", "docker-batch", 1)
+    task.constants["DOCKER_CMD"] = "true"
+    task.snapshot(5)
+    task.submit()
+    assert qarnot_emulator.stats()["requests"]["POST /tasks/{uuid}/snapshot/periodic"] == 1
+    data = qarnot_emulator.task(task.uuid)
+    assert data["state"] == "Success" and data["snapshotInterval"] == 5
+    with pytest.raises(UnauthorizedException):  # an instant snapshot of a finished task is still refused
+        task.instant()
 
 
 def test_env_var_configuration(qarnot_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
