@@ -86,7 +86,26 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "boolean",
                         "example": "False",
                         "default": "True",
-                    }
+                    },
+                    "min_event_delay": {
+                        "description": "Seconds a Qarnot trigger waits after it starts before it fires, even when "
+                        "the task is already over. Airflow 3.3 can fail a task whose trigger fires within seconds "
+                        "of its deferral (a late executor event, apache/airflow#72716); 0 turns the hold off.",
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "0",
+                        "default": "5.0",
+                    },
+                    "deployment_id": {
+                        "description": "A name for this Airflow deployment, part of the identity each Qarnot task "
+                        "is tagged with. Set it (e.g. 'prod', 'staging') when several Airflow deployments share a "
+                        "Qarnot account and may run the same DAG ids and run ids: a retry then never reattaches "
+                        "to, or aborts, the other deployment's tasks.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "prod",
+                        "default": "",
+                    },
                 },
             }
         },

@@ -19,6 +19,8 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = os.path.join(_AIRFLOW_HOME, "dags")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", "False")
+# In-process DAG runs (`dag.test()`) have no scheduler to race (apache/airflow#72716): no need to hold events.
+os.environ.setdefault("AIRFLOW__QARNOT__MIN_EVENT_DELAY", "0")
 os.makedirs(os.environ["AIRFLOW__CORE__DAGS_FOLDER"], exist_ok=True)
 
 import json  # noqa: E402

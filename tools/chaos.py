@@ -828,7 +828,7 @@ BAD_INPUTS: tuple[BadInput, ...] = (
     BadInput("constant not a str", {"constants": {"N": 4}}, r"constants\['N'\] must be a str"),
     BadInput("constant key not a str", {"constants": {1: "a"}}, r"constants: every key must be a non-empty str"),
     BadInput("constants not a mapping", {"constants": ["a=b"]}, r"constants must be a mapping of str to str"),
-    BadInput("constants not JSON", {"constants": "{DOCKER_CMD: true"}, r"constants is a string that is not valid JSON"),
+    BadInput("constants not JSON", {"constants": "{DOCKER_CMD: true"}, r"constants is a string that is neither JSON"),
     BadInput("missing bucket", {"resources": ["chaos-no-such-bucket"]}, r"chaos-no-such-bucket", calls=True),
     BadInput("tag with a comma", {"tags": ["a,b"]}, r"contains a comma"),
     BadInput("labels not a mapping", {"labels": ["x"]}, r"labels must be a mapping"),

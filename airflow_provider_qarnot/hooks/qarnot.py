@@ -42,6 +42,8 @@ LABEL_TASK_ID = "airflow_task_id"
 LABEL_RUN_ID = "airflow_run_id"
 LABEL_MAP_INDEX = "airflow_map_index"
 LABEL_TRY_NUMBER = "airflow_try_number"
+LABEL_RUN_AFTER = "airflow_run_after"
+LABEL_DEPLOYMENT = "airflow_deployment"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -233,17 +235,28 @@ def _timeout_extra(extras: Mapping[str, Any], fail: Any) -> float | tuple[float,
 
 @dataclass(frozen=True)
 class TaskInstanceIdentity:
-    """The Airflow task instance a Qarnot task belongs to; its tag is how a retry finds earlier submits."""
+    """The Airflow task instance a Qarnot task belongs to; its tag is how a retry finds earlier submits.
+
+    `deployment` (`[qarnot] deployment_id`) keeps deployments that share a Qarnot account apart: it is part
+    of the tag. `run_after` (the DAG run's `run_after`, fixed when the run is created and kept through
+    retries, clears and state changes) tells this DAG run from an earlier one of the same run id that was
+    deleted and triggered again; it is a label, so such tasks are still found, as stale. (A scheduled run
+    deleted and re-created by the scheduler keeps its `run_after`, and so its results.)
+    """
 
     dag_id: str
     task_id: str
     run_id: str
     map_index: int = -1
+    deployment: str = ""
+    run_after: str | None = None
 
     @property
     def tag(self) -> str:
         """A short deterministic tag (no commas) naming this task instance: `airflow-ti-<sha1[:20]>`."""
         key = f"{self.dag_id}|{self.task_id}|{self.run_id}|{self.map_index}"
+        if self.deployment:
+            key = f"{self.deployment}|{key}"
         return TI_TAG_PREFIX + hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()[:20]
 
     def labels(self, try_number: int | None = None) -> dict[str, str]:
@@ -254,28 +267,52 @@ class TaskInstanceIdentity:
             LABEL_RUN_ID: self.run_id,
             LABEL_MAP_INDEX: str(self.map_index),
         }
+        if self.deployment:
+            labels[LABEL_DEPLOYMENT] = self.deployment
+        if self.run_after is not None:
+            labels[LABEL_RUN_AFTER] = self.run_after
         if try_number is not None:
             labels[LABEL_TRY_NUMBER] = str(try_number)
         return labels
 
     def matches(self, summary: TaskSummary) -> bool:
-        """Whether a Qarnot task carries this identity (the tag, and the labels when it has them)."""
+        """Whether a Qarnot task carries this identity (the tag, and the labels when it has them).
+
+        `run_after` is not compared here: a task of an earlier DAG run of the same id is this task
+        instance's too (so that it can be aborted), just not of the current run (`same_run`).
+        """
         if self.tag not in summary.tags:
             return False
-        expected = self.labels()
+        expected = {k: v for k, v in self.labels().items() if k != LABEL_RUN_AFTER}
         return all(summary.labels.get(k, v) == v for k, v in expected.items())
 
+    def same_run(self, summary: TaskSummary) -> bool:
+        """Whether a task of this identity was submitted in this DAG run (not an earlier one of the same id)."""
+        run_after = summary.labels.get(LABEL_RUN_AFTER)
+        return run_after is None or self.run_after is None or run_after == self.run_after
+
     @classmethod
-    def from_context(cls, context: Mapping[str, Any]) -> TaskInstanceIdentity:
-        """The identity of the running task instance."""
+    def from_context(cls, context: Mapping[str, Any], deployment: str | None = None) -> TaskInstanceIdentity:
+        """The identity of the running task instance (`deployment` defaults to `[qarnot] deployment_id`)."""
         ti = context["ti"]
         map_index = getattr(ti, "map_index", -1)
+        run_after = getattr(context.get("dag_run"), "run_after", None)
         return cls(
             dag_id=str(ti.dag_id),
             task_id=str(ti.task_id),
             run_id=str(ti.run_id),
             map_index=-1 if map_index is None else int(map_index),
+            deployment=deployment_id() if deployment is None else deployment,
+            run_after=run_after.isoformat() if isinstance(run_after, datetime) else None,
         )
+
+
+def deployment_id() -> str:
+    """`[qarnot] deployment_id`: this Airflow deployment's name in task identities (empty by default)."""
+    from airflow.sdk import conf
+
+    value = conf.get("qarnot", "deployment_id", fallback="") or ""
+    return value.strip()
 
 
 ReattachAction = Literal["submit", "attach", "reuse"]
@@ -317,8 +354,9 @@ def decide_reattach(
 ) -> ReattachDecision:
     """Keep this try's own task, else attach to the newest running one, else reuse a success, else submit.
 
-    Only tasks of this identity count, and, when `first_try` is known, only those submitted by a try
-    of the current run of the task instance (tries before a clear start over). A task labelled with
+    Only tasks of this identity count, and only those of this DAG run (not of an earlier run of the same
+    id) and, when `first_try` is known, submitted by a try of the current run of the task instance
+    (tries before a clear start over). A task labelled with
     the current `try_number` is this try's own, whatever its state and `reattach`: Airflow can run a
     try's `execute()` twice, and one try never owns two Qarnot tasks. Every other running task is
     `stale`: of this run, those not attached to (all of them with `reattach=False`); of the runs before
@@ -326,9 +364,9 @@ def decide_reattach(
     """
     mine_all = _newest_first(s for s in candidates if identity.matches(s))
     active = [s for s in mine_all if not states.is_final(s.state) and s.state not in states.PENDING_STATES]
-    eligible = mine_all
+    eligible = [s for s in mine_all if identity.same_run(s)]
     if first_try is not None:
-        eligible = [s for s in mine_all if (_try_number(s) or first_try) >= first_try]
+        eligible = [s for s in eligible if (_try_number(s) or first_try) >= first_try]
     current_run = {s.uuid for s in eligible}
     before_clear = tuple(s for s in active if s.uuid not in current_run)
     running = [s for s in active if s.uuid in current_run]
@@ -436,7 +474,9 @@ class QarnotHook(BaseHook):
         try:
             conn = self.get_conn()
             info = conn.user_info(refresh=True)
-        except UnauthorizedException:
+        except UnauthorizedException as exc:
+            if exc.status_code is None:  # refused before any call (missing, or not sendable as a header)
+                return False, str(exc)
             return False, "The Qarnot API rejected the token (HTTP 401/403): check the connection's password"
         except Exception as exc:  # the UI shows the message: never raise, never show the token
             text = describe(exc)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
@@ -11,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, conf
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowTaskTimeout
 
 from airflow_provider_qarnot.client import states
-from airflow_provider_qarnot.client.exceptions import QarnotException
+from airflow_provider_qarnot.client.exceptions import MissingTaskException, QarnotException
 from airflow_provider_qarnot.client.models import parse_timespan
 from airflow_provider_qarnot.client.retry import RetryPolicy
 from airflow_provider_qarnot.client.spec import ResourceBucket, TaskSpec
@@ -48,6 +50,24 @@ MIN_AUTO_DELETE_TTL = 60.0
 #: `resource_buckets`: `BaseOperator.resources` is Airflow's own CPU/RAM hint, and `.partial()`/`.expand()`
 #: hand a `resources` argument to Airflow's serializer as such.
 SPEC_FIELDS: tuple[str, ...] = tuple(f for f in TaskSpec.field_names() if f not in ("name", "resources"))
+#: Fields that a template renders as text but that the API needs as integers or booleans.
+INT_FIELDS = (
+    "instance_count",
+    "max_retries_per_instance",
+    "max_total_retries",
+    "max_time_queue_seconds",
+    "results_cache_ttl_sec",
+    "default_resources_cache_ttl_sec",
+)
+BOOL_FIELDS = (
+    "auto_delete",
+    "export_credentials",
+    "upload_results_on_cancellation",
+    "wait_for_pool_resources_synchronization",
+)
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+_TRUE_TEXT = {"true", "yes", "on", "1"}
+_FALSE_TEXT = {"false", "no", "off", "0"}
 JSON_FIELDS = (
     "constants",
     "constraints",
@@ -221,6 +241,7 @@ class QarnotSubmitTaskOperator(BaseOperator):
         self._task_uuid: str | None = None
         self._streamed = False
         self._killed = False
+        self._aborted = False  # this try's task was aborted already (no second abort from on_kill)
 
     @cached_property
     def hook(self) -> QarnotHook:
@@ -240,8 +261,10 @@ class QarnotSubmitTaskOperator(BaseOperator):
         for key in JSON_FIELDS:
             spec_key = "resources" if key == "resource_buckets" else key
             fields[spec_key] = _decode_json(fields[spec_key], key)
-        if isinstance(fields["instance_count"], str) and fields["instance_count"].strip().isdigit():
-            fields["instance_count"] = int(fields["instance_count"])
+        for key in INT_FIELDS:
+            fields[key] = _rendered_int(fields[key])
+        for key in BOOL_FIELDS:
+            fields[key] = _rendered_bool(fields[key], key)
         for key in ("constants", "constraints", "labels", "secrets_access"):
             if fields[key] is None:
                 fields.pop(key)
@@ -296,7 +319,7 @@ class QarnotSubmitTaskOperator(BaseOperator):
 
     def _check_auto_delete(self, poll_interval: float) -> None:
         """Waiting for a task that Qarnot deletes as soon as it ends would end in "task not found"."""
-        if self.auto_delete is not True or not self.wait_for_completion:
+        if _rendered_bool(self.auto_delete, "auto_delete") is not True or not self.wait_for_completion:
             return
         ttl = self.completion_ttl
         ttl = parse_timespan(ttl) if isinstance(ttl, str) else ttl
@@ -314,7 +337,20 @@ class QarnotSubmitTaskOperator(BaseOperator):
     # ------------------------------------------------------------------ execution
 
     def execute(self, context: Context) -> str:
-        """Submit or reattach, publish the uuid and console URL, then wait here or in the triggerer."""
+        """Submit or reattach, publish the uuid and console URL, then wait here or in the triggerer.
+
+        When `execution_timeout` fires on the worker (during the submit, the wait or the download), the
+        Qarnot task is aborted whatever `cancel_on_kill` says: it is a time limit like `timeout`.
+        """
+        try:
+            return self._execute(context)
+        except AirflowTaskTimeout:
+            if self._task_uuid is not None and not self._aborted:
+                self.log.error("execution_timeout passed: aborting Qarnot task %s", self._task_uuid)
+                self._abort_quietly(self._task_uuid, POLL_RETRY)
+            raise
+
+    def _execute(self, context: Context) -> str:
         poll_interval, timeout = self.check_arguments()
         spec = self.build_spec(context)
         deadline = None if timeout is None else time.time() + timeout
@@ -380,7 +416,7 @@ class QarnotSubmitTaskOperator(BaseOperator):
         remaining = None if deadline is None else max(0.0, deadline - time.time())
         try:
             finished = task.wait(timeout=remaining, poll_interval=poll_interval, on_poll=self._stream_stdout)
-        except (QarnotException, ValueError, TypeError) as exc:  # not AirflowTaskTimeout: on_kill handles that
+        except (QarnotException, ValueError, TypeError) as exc:
             raise self._give_up(context, uuid, to_airflow_exception(exc, f"Waiting for Qarnot task {uuid}")) from exc
         if not finished:
             self._abort_quietly(uuid)
@@ -435,16 +471,51 @@ class QarnotSubmitTaskOperator(BaseOperator):
         if status == "timeout":
             self._abort_quietly(uuid)
             raise AirflowException(f"{event.get('message') or 'Timeout'}; the Qarnot task was aborted")
-        if status == "error":
-            raise self._give_up(
-                context, uuid, AirflowException(f"Waiting for Qarnot task {uuid} failed: {event.get('message')}")
-            )
         hook = self.hook
-        with airflow_errors(f"Reading Qarnot task {uuid}"):
+        if status == "error":
+            # The trigger gave up polling. One read here says whether the task ended meanwhile (report it),
+            # is gone or unreadable for good (fail without retry), or still runs (leave it for a retry).
+            failure = AirflowException(f"Waiting for Qarnot task {uuid} failed: {event.get('message')}")
+            try:
+                task = hook.get_task(uuid)
+            except MissingTaskException as exc:
+                if _rendered_bool(self.auto_delete, "auto_delete"):  # it may have ended, and then been deleted
+                    raise AirflowException(
+                        f"{failure}; the Qarnot task no longer exists (auto_delete may have removed it once it "
+                        "ended, so its outcome is unknown)"
+                    ) from exc
+                raise AirflowFailException(f"{failure}; the Qarnot task no longer exists") from exc
+            except (QarnotException, ValueError, TypeError) as exc:
+                mapped = to_airflow_exception(exc, f"Reading Qarnot task {uuid}")
+                if isinstance(mapped, AirflowFailException):
+                    raise AirflowFailException(f"{failure}; {mapped}") from exc
+                raise self._give_up(context, uuid, failure) from exc
+            if states.is_final(task.state):
+                return self._finish(hook, task)
+            raise self._give_up(context, uuid, failure)
+        try:
             task = hook.get_task(uuid)
-        if not states.is_final(task.state):  # the event said final: trust it over a stale read
-            raise AirflowException(event.get("message") or f"Qarnot task {uuid} ended with status {status}")
+        except MissingTaskException:  # deleted since it ended (auto_delete): the event is all there is
+            return self._finish_from_event(event, "it was deleted since")
+        except (QarnotException, ValueError, TypeError) as exc:
+            raise to_airflow_exception(exc, f"Reading Qarnot task {uuid}") from exc
+        if not states.is_final(task.state):  # the event saw it final: trust it over a stale read
+            return self._finish_from_event(event, f"a new read says {task.state}")
         return self._finish(hook, task)
+
+    def _finish_from_event(self, event: dict[str, Any], why: str) -> str:
+        """Report a final task from the trigger's event alone, when the task can no longer be read as final."""
+        uuid, message = str(event["task_uuid"]), str(event.get("message") or "")
+        if event["status"] != "success":
+            raise AirflowException(message or f"Qarnot task {uuid} ended with status {event['status']}")
+        self.log.info("%s (the task's own record is not available: %s)", message, why)
+        if self.download_results_to:
+            # Retryable: the next try finds no task to reuse and computes the results again.
+            raise AirflowException(
+                f"Qarnot task {uuid} succeeded, but its results cannot be downloaded ({why}): raise "
+                "completion_ttl so that the task outlives the wait for a worker"
+            )
+        return uuid
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Also handle the resumes Airflow fails on its own, which bypass `execute_complete` and `on_kill`.
@@ -492,6 +563,7 @@ class QarnotSubmitTaskOperator(BaseOperator):
         except Exception as exc:
             self.log.warning("Could not abort Qarnot task %s: %s", uuid, self.hook.redact(str(exc)))
             return False
+        self._aborted = uuid == self._task_uuid or self._aborted
         return True
 
     def on_kill(self) -> None:
@@ -501,18 +573,50 @@ class QarnotSubmitTaskOperator(BaseOperator):
         task exists is remembered, and the task is aborted as soon as it is created.
         """
         self._killed = True
-        if self.cancel_on_kill and self._task_uuid:
+        if self.cancel_on_kill and self._task_uuid and not self._aborted:
             self._abort_quietly(self._task_uuid, POLL_RETRY)
 
 
 def _decode_json(value: Any, argument: str) -> Any:
-    """A JSON-ish argument given as a rendered JSON string (e.g. from a template) is decoded."""
+    """A list or mapping argument given as rendered text (a template) is decoded: JSON (`| tojson`), or the
+    Python literal that Jinja writes for a dict or list (`{{ params.constants }}` renders with single quotes)."""
     if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
         try:
             return json.loads(value)
         except ValueError:
-            raise AirflowFailException(f"{argument} is a string that is not valid JSON: {value[:200]!r}") from None
+            pass
+        try:
+            return ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            raise AirflowFailException(
+                f"{argument} is a string that is neither JSON nor a Python literal: {value[:200]!r}"
+            ) from None
     return value
+
+
+def _rendered_int(value: Any) -> Any:
+    """An integer field rendered from a template ("8") as the integer; anything else is left to validation."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text == "None":
+            return None
+        if _INTEGER_TEXT.fullmatch(text):
+            return int(text)
+    return value
+
+
+def _rendered_bool(value: Any, argument: str) -> Any:
+    """A boolean field rendered from a template ("False") as the boolean: `bool("False")` would be True."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip().lower()
+    if text in _TRUE_TEXT:
+        return True
+    if text in _FALSE_TEXT:
+        return False
+    if text == "none":
+        return None
+    raise AirflowFailException(f"{argument} must be true or false, got {value!r}")
 
 
 def _last_try(context: Context) -> bool:

@@ -8,12 +8,14 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+from airflow.sdk import BaseOperator, BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import (
     AirflowException,
     AirflowFailException,
     AirflowSensorTimeout,
     AirflowSkipException,
+    TaskDeferralError,
+    TaskDeferralTimeout,
 )
 
 from airflow_provider_qarnot.client import states
@@ -89,11 +91,15 @@ class QarnotTaskSensor(BaseSensorOperator):
             raise AirflowFailException("poke_interval must be positive for a deferrable QarnotTaskSensor")
         try:
             done = self.poke(context)
-        except AirflowException as exc:  # the base class's soft_fail/never_fail rules, for the first poke
+        except (AirflowFailException, AirflowSensorTimeout) as exc:  # the base poke loop's soft_fail rule
             if self.soft_fail or self.never_fail:
                 raise AirflowSkipException(
                     f"Skipping ({'soft_fail' if self.soft_fail else 'never_fail'}): {exc}"
                 ) from exc
+            raise
+        except AirflowException as exc:  # a transient API failure: only never_fail skips it, as in the poke loop
+            if self.never_fail:
+                raise AirflowSkipException(f"Skipping (never_fail): {exc}") from exc
             raise
         if done:
             return self._canonical_uuid or uuid
@@ -116,6 +122,11 @@ class QarnotTaskSensor(BaseSensorOperator):
         uuid = self._uuid()
         with airflow_errors(f"Reading Qarnot task {uuid}"):
             summary = self.hook.get_summary(uuid)
+        ti = context.get("ti")
+        if self._canonical_uuid is None and summary.uuid and summary.uuid != uuid and ti is not None:
+            # `task_uuid` was a shortname: publish the uuid it names, for downstream tasks and the link.
+            ti.xcom_push(key=XCOM_TASK_UUID, value=summary.uuid)
+            ti.xcom_push(key=XCOM_TASK_URL, value=self.hook.task_url(summary.uuid))
         self._canonical_uuid = summary.uuid or uuid
         if states.is_success(summary.state):
             self.log.info("Qarnot task %s succeeded", uuid)
@@ -124,6 +135,29 @@ class QarnotTaskSensor(BaseSensorOperator):
             raise task_outcome_exception(summary, retryable=False, redact=self.hook.redact)
         self.log.info("Qarnot task %s is %s", uuid, summary.state)
         return False
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Resume after the trigger with the poke loop's skip rules, not `BaseSensorOperator`'s broader ones.
+
+        Airflow's deferred-sensor resume skips (with `soft_fail`) on any failure, an API blip or a crashed
+        trigger included; here, as in the poke loop, `soft_fail` skips only outcomes that cannot change (the
+        task failed or was cancelled) and timeouts; `never_fail` skips everything.
+        """
+        try:
+            try:
+                return BaseOperator.resume_execution(self, next_method, next_kwargs, context)
+            except TaskDeferralTimeout as exc:
+                raise AirflowSensorTimeout(*exc.args) from exc
+        except (AirflowFailException, AirflowSensorTimeout) as exc:
+            if self.soft_fail or self.never_fail:
+                raise AirflowSkipException(
+                    f"Skipping ({'soft_fail' if self.soft_fail else 'never_fail'}): {exc}"
+                ) from exc
+            raise
+        except (AirflowException, TaskDeferralError) as exc:
+            if self.never_fail:
+                raise AirflowSkipException(f"Skipping (never_fail): {exc}") from exc
+            raise
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
         """Resume after the trigger's event."""
@@ -135,6 +169,10 @@ class QarnotTaskSensor(BaseSensorOperator):
         if status == "timeout":
             raise AirflowSensorTimeout(f"Sensor timed out: {message}")
         if status == "error":
+            # The trigger gave up polling: one poke says whether the task ended meanwhile, is gone for good
+            # (AirflowFailException), or still runs (a retryable failure).
+            if self.poke(context):
+                return str(event.get("task_uuid") or self.task_uuid)
             raise AirflowException(f"Watching Qarnot task {event.get('task_uuid')} failed: {message}")
         raise AirflowFailException(message)
 

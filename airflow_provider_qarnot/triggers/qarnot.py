@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import math
 import time
+import weakref
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +35,8 @@ STATUS_BY_STATE: dict[str, str] = {
 }
 EVENT_STATUSES = ("success", "failure", "cancelled", "timeout", "error")
 DEFAULT_MAX_CONSECUTIVE_ERRORS = 20
+DEFAULT_MIN_EVENT_DELAY = 5.0
+MAX_MIN_EVENT_DELAY = 300.0
 #: How much later than the trigger's own deadline Airflow's deferral timeout fires (so our timeout event wins).
 DEFERRAL_BACKSTOP = 120.0
 
@@ -40,6 +44,18 @@ DEFERRAL_BACKSTOP = 120.0
 def shared_polling_default() -> bool:
     """`[qarnot] shared_polling` (default True): whether new triggers poll through the shared poller."""
     return conf.getboolean("qarnot", "shared_polling", fallback=True)
+
+
+def min_event_delay() -> float:
+    """`[qarnot] min_event_delay` (default 5 s, at most 300): the least time between a trigger's start and
+    its event. An unreadable value falls back to the default: a typo must not crash every trigger."""
+    try:
+        value = float(conf.getfloat("qarnot", "min_event_delay", fallback=DEFAULT_MIN_EVENT_DELAY))
+    except Exception:
+        return DEFAULT_MIN_EVENT_DELAY
+    if not math.isfinite(value):
+        return DEFAULT_MIN_EVENT_DELAY
+    return min(max(value, 0.0), MAX_MIN_EVENT_DELAY)
 
 
 def task_event(
@@ -117,27 +133,44 @@ class QarnotTaskTrigger(BaseTrigger):
 
     async def _get_hook(self) -> QarnotHook:
         if self._hook is None:
-            hook_class = (await asyncio.to_thread(importlib.import_module, _HOOK_MODULE)).QarnotHook
-            settings = await hook_class.aget_settings(self.qarnot_conn_id)
+            hook_class = await _hook_class()
+            settings = await _shared_settings(hook_class, self.qarnot_conn_id)
             self._hook = hook_class(self.qarnot_conn_id, settings=settings, retry=POLL_RETRY)
         return self._hook
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until there is something to report, then yield exactly one event."""
+        started = time.monotonic()
         try:
             hook = await self._get_hook()
         except Exception as exc:
-            message = f"Cannot read the Qarnot connection: {describe(exc)}"
-            yield TriggerEvent(task_event("error", self.task_uuid, None, message))  # type: ignore[no-untyped-call]
+            event = task_event("error", self.task_uuid, None, f"Cannot read the Qarnot connection: {describe(exc)}")
+            await self._settle(started, event)
+            yield TriggerEvent(event)  # type: ignore[no-untyped-call]
             return
         mode = "the shared poller" if self.shared_polling else "its own polling"
         self.log.info("Waiting for Qarnot task %s (%s, every %ss)", self.task_uuid, mode, self.poll_interval)
         event = await self._wait(hook)
+        await self._settle(started, event)
         # Messages and errors quote Qarnot (and through it the task's output): never the token.
         event["message"] = hook.redact(event["message"])
         event["errors"] = [hook.redact(e) for e in event["errors"]]
         self.log.info("Qarnot task %s: %s", self.task_uuid, event["message"])
         yield TriggerEvent(event)  # type: ignore[no-untyped-call]
+
+    async def _settle(self, started: float, event: dict[str, Any]) -> None:
+        """Hold an event that came within `[qarnot] min_event_delay` seconds of the trigger's start.
+
+        Airflow 3.3 may fail a task whose trigger fires within seconds of its deferral: the worker's late
+        "success" for the deferral reaches the scheduler after the resumed try started (apache/airflow#72716,
+        #71580). A short hold lets the scheduler drain that event first; it costs nothing for tasks that
+        run longer than the delay. A timeout is never held past the deadline.
+        """
+        delay = min_event_delay() - (time.monotonic() - started)
+        remaining = self._remaining()
+        if event["status"] == "timeout" or delay <= 0 or (remaining is not None and remaining <= 0):
+            return
+        await asyncio.sleep(delay if remaining is None else min(delay, remaining))
 
     async def _wait(self, hook: QarnotHook) -> dict[str, Any]:
         while True:
@@ -255,6 +288,43 @@ class QarnotTaskTrigger(BaseTrigger):
         """Release the HTTP connections (never aborts anything: this runs on every exit, restarts included)."""
         if self._hook is not None:
             self._hook.close()
+
+
+_hook_class_cache: type[QarnotHook] | None = None
+
+
+async def _hook_class() -> type[QarnotHook]:
+    """`QarnotHook`, its module imported in a worker thread (the import lock hands every thread the finished
+    module; `sys.modules` alone could show a module that another thread is still importing)."""
+    global _hook_class_cache
+    if _hook_class_cache is None:
+        module = await asyncio.to_thread(importlib.import_module, _HOOK_MODULE)
+        _hook_class_cache = module.QarnotHook
+    return _hook_class_cache
+
+
+#: How long the triggers of one event loop share one read of a connection. A burst of triggers (a mapped
+#: task of a thousand deferring at once) then costs one connection read instead of a thousand round trips
+#: to the triggerer's supervisor; a changed connection is seen by triggers started after this time.
+SETTINGS_TTL = 30.0
+_SETTINGS: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Task[QarnotConnectionSettings]]]
+] = weakref.WeakKeyDictionary()
+
+
+async def _shared_settings(hook_class: type[QarnotHook], conn_id: str) -> QarnotConnectionSettings:
+    """The connection's settings, read once per `SETTINGS_TTL` for all the triggers of this event loop.
+
+    A failed read is not kept: the next trigger reads again.
+    """
+    loop = asyncio.get_running_loop()
+    cache = _SETTINGS.setdefault(loop, {})
+    entry = cache.get(conn_id)
+    if entry is None or entry[0] <= loop.time() or (entry[1].done() and entry[1].exception() is not None):
+        entry = (loop.time() + SETTINGS_TTL, loop.create_task(hook_class.aget_settings(conn_id)))
+        cache[conn_id] = entry
+    # shield: a trigger cancelled while it waits must not cancel the read the others wait on
+    return await asyncio.shield(entry[1])
 
 
 def _task_instance_state(ti: Any) -> str | None:

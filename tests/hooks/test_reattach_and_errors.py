@@ -181,3 +181,26 @@ def test_task_outcome_exceptions_name_instances_and_errors() -> None:
     assert type(task_outcome_exception(failed, retryable=False)) is AirflowFailException
     cancelled = task_outcome_exception(TaskSummary(uuid="u2", state=states.CANCELLED))
     assert "cancelled" in str(cancelled)
+
+
+def test_a_dag_run_created_again_with_the_same_id_does_not_reuse_the_old_runs_tasks() -> None:
+    """A deleted and re-created DAG run (same run id, tries from 1 again) must compute again, and the old
+    run's tasks that still run are aborted."""
+    old = TaskInstanceIdentity("dag", "task", "scheduled__2026-01-01", -1, run_after="2026-01-01T00:00:00+00:00")
+    new = TaskInstanceIdentity("dag", "task", "scheduled__2026-01-01", -1, run_after="2026-02-01T00:00:00+00:00")
+    done = _summary("old-done", states.SUCCESS, 1, identity=old)
+    running = _summary("old-running", states.FULLY_EXECUTING, 1, 5, identity=old)
+    for reattach in (True, False):
+        decision = decide_reattach([done, running], new, first_try=1, reattach=reattach, try_number=1)
+        assert (decision.action, decision.summary) == ("submit", None)
+        assert [s.uuid for s in decision.stale] == ["old-running"]
+    mine = _summary("mine", states.SUCCESS, 1, 9, identity=new)
+    assert decide_reattach([done, mine], new, first_try=1, try_number=1).summary.uuid == "mine"
+
+
+def test_a_deployment_id_is_part_of_the_tag() -> None:
+    prod = TaskInstanceIdentity("dag", "task", "run", -1, deployment="prod")
+    staging = TaskInstanceIdentity("dag", "task", "run", -1, deployment="staging")
+    assert len({prod.tag, staging.tag, TaskInstanceIdentity("dag", "task", "run", -1).tag}) == 3
+    assert decide_reattach([_summary("s", states.FULLY_EXECUTING, identity=staging)], prod, 1).action == "submit"
+    assert decide_reattach([_summary("s", states.FULLY_EXECUTING, identity=staging)], prod, 1).stale == ()

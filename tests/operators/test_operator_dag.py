@@ -68,6 +68,7 @@ def test_success_waiting_here_and_deferred(qarnot_conn: Any, run_dag: Any, tmp_p
     assert deferred["labels"]["team"] == "render"
     assert deferred["labels"]["airflow_task_id"] == "deferred"
     assert TaskInstanceIdentity("q_success", "deferred", dag_run.run_id).tag in deferred["tags"]
+    assert deferred["labels"]["airflow_run_after"] == dag_run.run_after.isoformat()  # tells a re-triggered run apart
 
 
 def test_failure_names_the_failed_instance(qarnot_conn: Any, run_dag: Any, capfd: Any) -> None:
@@ -192,7 +193,7 @@ def test_bad_arguments_fail_before_any_call(qarnot_conn: Any, run_dag: Any, capf
     assert qarnot_conn.stats()["requests_total"] == 0
     for name in ("instance_count", "advanced_ranges", "constants['N']", "poll_interval", "timeout", "scheduling_type"):
         assert name in logs, name
-    assert "not valid JSON" in logs
+    assert "neither JSON nor a Python literal" in logs
     assert "comma" in logs
     assert "download_results_to needs wait_for_completion=True" in logs
 
@@ -319,3 +320,25 @@ def test_auto_delete_needs_a_completion_ttl_to_wait(qarnot_conn: Any, run_dag: A
     assert try_numbers(dag_run)["no_ttl"] == 1  # AirflowFailException: no retry
     assert "auto_delete=True with wait_for_completion=True needs a completion_ttl of at least 60" in logs
     assert requests_made(qarnot_conn, "POST /tasks") == 2
+
+
+def test_execution_timeout_on_the_worker_aborts_even_without_cancel_on_kill(qarnot_conn: Any, run_dag: Any) -> None:
+    """execution_timeout is a limit like `timeout`, not a kill: the Qarnot task must not outlive the try."""
+    with make_dag("q_exec_timeout") as dag:
+        qtask("slow", "sleep 60", deferrable=False, cancel_on_kill=False, execution_timeout=timedelta(seconds=3))
+    dag_run = run_dag(dag)
+    assert ti_states(dag_run) == {"slow": "failed"}
+    [task] = qarnot_conn.tasks()
+    assert qarnot_conn.wait_for_task(task["uuid"], timeout=30)["state"] == states.CANCELLED
+
+
+def test_execution_timeout_during_the_submit_aborts_the_created_task(qarnot_conn: Any, run_dag: Any) -> None:
+    """The limit can fire before the wait starts (here while the new task's first read hangs)."""
+    qarnot_conn.set_faults([FaultRule(pattern="GET /tasks/*", latency_ms=4000)], seed=1)
+    with make_dag("q_exec_timeout_submit") as dag:
+        qtask("slow", "sleep 60", deferrable=True, cancel_on_kill=False, execution_timeout=timedelta(seconds=2))
+    dag_run = run_dag(dag)
+    qarnot_conn.clear_faults()
+    assert ti_states(dag_run) == {"slow": "failed"}
+    [task] = qarnot_conn.tasks()
+    assert qarnot_conn.wait_for_task(task["uuid"], timeout=30)["state"] == states.CANCELLED

@@ -9,7 +9,13 @@ from typing import Any
 from unittest.mock import MagicMock
 
 import pytest
-from airflow.sdk.exceptions import AirflowException, TaskDeferralError, TaskDeferralTimeout, TaskDeferred
+from airflow.sdk.exceptions import (
+    AirflowException,
+    AirflowFailException,
+    TaskDeferralError,
+    TaskDeferralTimeout,
+    TaskDeferred,
+)
 
 from airflow_provider_qarnot.client import states
 from airflow_provider_qarnot.client.retry import RetryPolicy
@@ -251,3 +257,59 @@ def test_qarnot_errors_never_carry_the_token(qarnot_conn: Any) -> None:
     assert "exit code 3" in str(raised.value)
     assert qarnot_conn.token not in str(raised.value)
     assert "***" in str(raised.value)
+
+
+ERROR_EVENT = {"state": None, "message": "polling failed for a while", "errors": []}
+
+
+def test_an_error_event_for_a_running_task_keeps_it_for_the_retry(qarnot_conn: Any) -> None:
+    uuid = start_task("sleep 30")
+    event = {"status": "error", "task_uuid": uuid, **ERROR_EVENT}
+    with pytest.raises(AirflowException, match="polling failed.*left running for the next try") as info:
+        operator("sleep 30").execute_complete(make_context(try_number=1, max_tries=2), event)
+    assert not isinstance(info.value, AirflowFailException)
+    assert qarnot_conn.task(uuid)["state"] not in states.FINAL_STATES
+    QarnotHook().abort_task(uuid)
+
+
+def test_an_error_event_for_a_task_that_ended_meanwhile_reports_its_outcome(qarnot_conn: Any) -> None:
+    uuid = start_task("echo done")
+    qarnot_conn.wait_for_task(uuid)
+    event = {"status": "error", "task_uuid": uuid, **ERROR_EVENT}
+    assert operator("echo done").execute_complete(make_context(try_number=1, max_tries=2), event) == uuid
+
+
+def test_an_error_event_for_a_deleted_task_fails_without_retry(qarnot_conn: Any) -> None:
+    uuid = start_task("echo done")
+    qarnot_conn.wait_for_task(uuid)
+    QarnotHook().get_task(uuid).delete()
+    event = {"status": "error", "task_uuid": uuid, **ERROR_EVENT}
+    with pytest.raises(AirflowFailException, match="no longer exists"):
+        operator("echo done").execute_complete(make_context(try_number=1, max_tries=2), event)
+
+
+def test_a_success_event_for_a_task_deleted_since_still_succeeds(qarnot_conn: Any, tmp_path: Any) -> None:
+    """auto_delete with a completion_ttl shorter than the wait for a worker: the event is all there is."""
+    uuid = start_task("echo done")
+    qarnot_conn.wait_for_task(uuid)
+    QarnotHook().get_task(uuid).delete()
+    event = {"status": "success", "task_uuid": uuid, "state": "Success", "message": "ok", "errors": []}
+    assert operator("echo done").execute_complete(make_context(), event) == uuid
+    with pytest.raises(AirflowException, match="results cannot be downloaded") as info:
+        operator("echo done", download_results_to=str(tmp_path)).execute_complete(make_context(), event)
+    assert not isinstance(info.value, AirflowFailException), "a retry computes the results again"
+    failure = {**event, "status": "failure", "state": "Failure", "message": "instance 0 failed"}
+    with pytest.raises(AirflowException, match="instance 0 failed"):
+        operator("echo done").execute_complete(make_context(), failure)
+
+
+def test_an_error_event_for_a_task_gone_with_auto_delete_is_retried(qarnot_conn: Any) -> None:
+    """auto_delete may have removed a task that ended while polling failed: its outcome is unknown, not failed."""
+    uuid = start_task("echo done")
+    qarnot_conn.wait_for_task(uuid)
+    QarnotHook().get_task(uuid).delete()
+    event = {"status": "error", "task_uuid": uuid, **ERROR_EVENT}
+    op = operator("echo done", auto_delete=True, completion_ttl=timedelta(minutes=5))
+    with pytest.raises(AirflowException, match="auto_delete may have removed it") as info:
+        op.execute_complete(make_context(try_number=1, max_tries=2), event)
+    assert not isinstance(info.value, AirflowFailException)

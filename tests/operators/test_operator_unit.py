@@ -114,12 +114,64 @@ def test_malformed_events_are_rejected(event: Any) -> None:
         operator().execute_complete({}, event)
 
 
-def test_error_event_fails_with_its_message_and_keeps_the_task_for_the_retry() -> None:
-    event = {"status": "error", "task_uuid": "u", "state": None, "message": "boom", "errors": []}
-    with pytest.raises(AirflowException, match="boom.*left running for the next try"):
-        operator().execute_complete(context(try_number=2, max_tries=3), event)
+def test_rendered_booleans_are_read_as_booleans() -> None:
+    """Without render_template_as_native_obj a template renders "False", and bool("False") is True."""
+    op = operator(
+        auto_delete="False",
+        export_credentials="false",
+        upload_results_on_cancellation="True",
+        wait_for_pool_resources_synchronization="None",
+    )
+    body = op.build_spec(context()).to_json()
+    assert body["autoDeleteOnCompletion"] is False
+    assert body["privileges"]["exportApiAndStorageCredentialsInEnvironment"] is False
+    assert body["uploadResultsOnCancellation"] is True
+    assert body["waitForPoolResourcesSynchronization"] is None
+    with pytest.raises(AirflowFailException, match="export_credentials must be true or false"):
+        operator(export_credentials="maybe").build_spec(context())
+    with pytest.raises(AirflowFailException, match="auto_delete"):
+        operator(auto_delete=1).build_spec(context())
+
+
+def test_rendered_auto_delete_is_checked_against_completion_ttl() -> None:
+    with pytest.raises(AirflowFailException, match="completion_ttl"):
+        operator(auto_delete="True").check_arguments()
+    operator(auto_delete="False").check_arguments()
+
+
+def test_rendered_integers_and_python_literals_are_decoded() -> None:
+    op = operator(
+        max_total_retries="3",
+        max_retries_per_instance=" 2 ",
+        max_time_queue_seconds="None",
+        constants="{'DOCKER_CMD': 'echo hi'}",  # how Jinja writes {{ params.constants }}
+        tags="['a', 'b']",
+    )
+    spec = op.build_spec(context())
+    assert (spec.max_total_retries, spec.max_retries_per_instance, spec.max_time_queue_seconds) == (3, 2, None)
+    assert dict(spec.constants) == {"DOCKER_CMD": "echo hi"}
+    assert list(spec.tags)[:2] == ["a", "b"]
+    with pytest.raises(AirflowFailException, match="max_total_retries"):
+        operator(max_total_retries="three").build_spec(context())
+
+
+def test_a_deployment_id_keeps_deployments_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    default = operator().build_spec(context())
+    monkeypatch.setenv("AIRFLOW__QARNOT__DEPLOYMENT_ID", "staging")
+    staging = operator().build_spec(context())
+    tag = TaskInstanceIdentity("d", "t", "r", -1).tag
+    assert tag in default.tags
+    assert tag not in staging.tags
+    assert TaskInstanceIdentity("d", "t", "r", -1, deployment="staging").tag in staging.tags
+    assert staging.labels["airflow_deployment"] == "staging"
 
 
 def test_deferrable_is_off_unless_asked() -> None:
     assert operator().deferrable is False  # [operators] default_deferrable is False in the test config
     assert operator(deferrable=True).deferrable is True
+
+
+@pytest.mark.parametrize("text", ["+-5", "²", "3.5"])
+def test_rendered_integers_that_are_not_integers_name_the_argument(text: str) -> None:
+    with pytest.raises(AirflowFailException, match="max_total_retries"):
+        operator(max_total_retries=text).build_spec(context())

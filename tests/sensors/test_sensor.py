@@ -8,10 +8,17 @@ from unittest.mock import MagicMock
 
 import pytest
 from airflow.sdk import DAG
-from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+from airflow.sdk.exceptions import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSkipException,
+    TaskDeferralError,
+    TaskDeferred,
+)
 
-from airflow_provider_qarnot.client import states
+from airflow_provider_qarnot.client import RetryPolicy, states
 from airflow_provider_qarnot.client.spec import TaskSpec
+from airflow_provider_qarnot.emulator import FaultRule
 from airflow_provider_qarnot.hooks.qarnot import QarnotHook
 from airflow_provider_qarnot.operators.qarnot import QarnotSubmitTaskOperator
 from airflow_provider_qarnot.sensors.qarnot import QarnotTaskSensor
@@ -116,10 +123,39 @@ def test_deferrable_sensor_defers_with_the_canonical_uuid(qarnot_conn: Any) -> N
     )
     uuid = str(QarnotHook().submit_task(spec).uuid)
     sensor = QarnotTaskSensor(task_id="s", task_uuid="my-run", poke_interval=1, deferrable=True)
+    ti = MagicMock()
     with pytest.raises(TaskDeferred) as deferred:
-        sensor.execute({"ti": MagicMock()})
+        sensor.execute({"ti": ti})
     assert deferred.value.trigger.task_uuid == uuid
+    published = {c.kwargs["key"]: c.kwargs["value"] for c in ti.xcom_push.call_args_list}  # the last push wins
+    assert published["qarnot_task_uuid"] == uuid, "downstream tasks get the uuid, not the shortname"
+    assert published["qarnot_task_url"].endswith(f"/tasks/{uuid}")
     QarnotHook().abort_task(uuid)
+
+
+def test_soft_fail_does_not_skip_on_a_passing_api_failure(qarnot_conn: Any) -> None:
+    """Like the base poke loop: soft_fail skips failures that cannot change, not an API blip."""
+    uuid = submit("sleep 30")
+    qarnot_conn.set_faults([FaultRule(pattern="GET /tasks/*", rate_503=1.0)], seed=1)
+    sensor = QarnotTaskSensor(task_id="s", task_uuid=uuid, poke_interval=1, deferrable=True, soft_fail=True)
+    sensor.__dict__["hook"] = QarnotHook(retry=RetryPolicy(max_attempts=2, base_delay=0.01))
+    with pytest.raises(AirflowException, match="Service Unavailable") as raised:
+        sensor.execute({"ti": MagicMock()})
+    assert not isinstance(raised.value, AirflowSkipException | AirflowFailException)
+    qarnot_conn.clear_faults()
+    QarnotHook().abort_task(uuid)
+
+
+def test_an_error_event_is_checked_with_one_poke(qarnot_conn: Any) -> None:
+    """The trigger gave up polling: the task may have ended meanwhile, or be gone for good."""
+    uuid = submit("echo done")
+    qarnot_conn.wait_for_task(uuid)
+    sensor = QarnotTaskSensor(task_id="s", task_uuid=uuid, deferrable=True)
+    event = {"status": "error", "task_uuid": uuid, "state": None, "message": "polling failed", "errors": []}
+    assert sensor.execute_complete({"ti": MagicMock()}, event) == uuid
+    QarnotHook().get_task(uuid).delete()
+    with pytest.raises(AirflowFailException, match="MissingTaskException"):
+        sensor.execute_complete({"ti": MagicMock()}, event)
 
 
 def test_sensor_failure_never_carries_the_token(qarnot_conn: Any) -> None:
@@ -130,3 +166,26 @@ def test_sensor_failure_never_carries_the_token(qarnot_conn: Any) -> None:
         QarnotTaskSensor(task_id="s", task_uuid=uuid).poke({})
     assert "exit code 3" in str(raised.value)
     assert qarnot_conn.token not in str(raised.value)
+
+
+def test_a_resumed_sensor_with_soft_fail_skips_only_what_cannot_change(qarnot_conn: Any) -> None:
+    """Airflow's own deferred-sensor resume would skip an API blip or a crashed trigger under soft_fail."""
+    running = submit("sleep 30")
+    sensor = QarnotTaskSensor(task_id="s", task_uuid=running, deferrable=True, soft_fail=True)
+    sensor.__dict__["hook"] = QarnotHook(retry=RetryPolicy(max_attempts=2, base_delay=0.01))
+    context: Any = {"ti": MagicMock()}
+    error = {"status": "error", "task_uuid": running, "state": None, "message": "polling failed", "errors": []}
+    qarnot_conn.set_faults([FaultRule(pattern="GET /tasks/*", rate_503=1.0)], seed=1)
+    with pytest.raises(AirflowException) as blip:
+        sensor.resume_execution("execute_complete", {"event": error}, context)
+    assert not isinstance(blip.value, AirflowSkipException)
+    qarnot_conn.clear_faults()
+    with pytest.raises(TaskDeferralError):
+        sensor.resume_execution("__fail__", {"error": "Trigger failure"}, context)
+    failed = {"status": "failure", "task_uuid": running, "state": "Failure", "message": "it failed", "errors": []}
+    with pytest.raises(AirflowSkipException):
+        sensor.resume_execution("execute_complete", {"event": failed}, context)
+    timeout = {"status": "timeout", "task_uuid": running, "state": "FullyExecuting", "message": "late", "errors": []}
+    with pytest.raises(AirflowSkipException):
+        sensor.resume_execution("execute_complete", {"event": timeout}, context)
+    QarnotHook().abort_task(running)

@@ -217,3 +217,51 @@ async def test_events_never_carry_the_token(qarnot_conn: Any, shared: bool) -> N
     assert event["status"] == "failure"
     assert qarnot_conn.token not in repr(event)
     assert "token=***" in repr(event)
+
+
+async def test_a_burst_of_triggers_reads_the_connection_once(qarnot_conn: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mapped task deferring 50 at once costs one connection read (one supervisor round trip), not 50."""
+    reads: list[str] = []
+    original = QarnotHook.aget_connection
+
+    async def counting(conn_id: str) -> Any:
+        reads.append(conn_id)
+        return await original(conn_id)
+
+    monkeypatch.setattr(QarnotHook, "aget_connection", staticmethod(counting))
+    uuids = [submit("echo ok") for _ in range(50)]
+    events = await asyncio.gather(*(first_event(QarnotTaskTrigger(task_uuid=u, poll_interval=POLL)) for u in uuids))
+    assert {e["status"] for e in events} == {"success"}
+    assert reads == ["qarnot_default"]
+
+
+async def test_a_failed_connection_read_is_not_kept(qarnot_conn: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    uuid = submit("echo ok")
+    good = qarnot_conn_json(qarnot_conn.api_url, qarnot_conn.token)
+    monkeypatch.setenv("AIRFLOW_CONN_QARNOT_DEFAULT", '{"conn_type": "qarnot", "host": "http://127.0.0.1:9"}')
+    event = await first_event(QarnotTaskTrigger(task_uuid=uuid, poll_interval=POLL))
+    assert event["status"] == "error"
+    assert "no API token" in event["message"]
+    monkeypatch.setenv("AIRFLOW_CONN_QARNOT_DEFAULT", good)
+    assert (await first_event(QarnotTaskTrigger(task_uuid=uuid, poll_interval=POLL)))["status"] == "success"
+
+
+async def test_an_event_is_held_until_min_event_delay_after_the_start(
+    qarnot_conn: Any, monkeypatch: pytest.MonkeyPatch, shared: bool
+) -> None:
+    """A trigger firing within seconds of the deferral races Airflow's late executor event (apache/airflow#72716)."""
+    uuid = submit("echo quick")
+    qarnot_conn.wait_for_task(uuid)
+    monkeypatch.setenv("AIRFLOW__QARNOT__MIN_EVENT_DELAY", "1.5")
+    started = time.monotonic()
+    event = await first_event(QarnotTaskTrigger(task_uuid=uuid, poll_interval=POLL, shared_polling=shared))
+    assert event["status"] == "success"
+    assert time.monotonic() - started >= 1.5
+    running = submit("sleep 30")
+    started = time.monotonic()
+    timeout = await first_event(
+        QarnotTaskTrigger(task_uuid=running, poll_interval=POLL, deadline=time.time() + 0.5, shared_polling=shared)
+    )
+    assert timeout["status"] == "timeout"
+    assert time.monotonic() - started < 1.4, "a deadline is never held"
+    QarnotHook().abort_task(running)

@@ -10,7 +10,7 @@ import pytest
 
 from airflow_provider_qarnot.client import states
 from airflow_provider_qarnot.client.models import InstanceInfo, TaskError, TaskSummary
-from airflow_provider_qarnot.triggers.qarnot import QarnotTaskTrigger, final_event
+from airflow_provider_qarnot.triggers.qarnot import QarnotTaskTrigger, final_event, min_event_delay
 from tests.conftest import QARNOT_TEST_TOKEN, qarnot_conn_json
 
 CLASSPATH = "airflow_provider_qarnot.triggers.qarnot.QarnotTaskTrigger"
@@ -123,3 +123,13 @@ def test_trigger_module_is_light_to_import() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("abc", 5.0), ("inf", 5.0), ("nan", 5.0), ("-3", 0.0), ("1e9", 300.0), ("2", 2.0)]
+)
+def test_min_event_delay_never_crashes_or_hangs_a_trigger(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: float
+) -> None:
+    monkeypatch.setenv("AIRFLOW__QARNOT__MIN_EVENT_DELAY", value)
+    assert min_event_delay() == expected
