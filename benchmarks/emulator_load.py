@@ -13,11 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import selectors
-import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -25,31 +21,13 @@ from pathlib import Path
 
 import requests
 
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tools.processes import start_emulator_process, stop_process  # noqa: E402
+
 TOKEN = "bench-token"
-READY = re.compile(r"^Qarnot emulator ready: api=(\S+) storage=(\S+)$")
-
-
-def start_emulator() -> tuple[subprocess.Popen[str], str]:
-    """Run the CLI in simulate mode; return the process and its API URL."""
-    script = Path(sys.executable).with_name("qarnot-emulator")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "airflow_provider_qarnot.emulator.cli"]
-    proc = subprocess.Popen(
-        [*command, "--port", "0", "--token", TOKEN, "--mode", "simulate", "--sim-duration", "3600"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        if not selector.select(60):
-            proc.kill()
-            raise SystemExit("the emulator printed no ready line within 60 s")
-    line = proc.stdout.readline().strip()
-    match = READY.match(line)
-    if match is None:
-        proc.kill()
-        raise SystemExit(f"unexpected first line: {line!r}")
-    return proc, match.group(1)
 
 
 def rss_mb(pid: int) -> float:
@@ -74,7 +52,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=4)
     args = parser.parse_args()
 
-    proc, api = start_emulator()
+    proc, api = start_emulator_process(TOKEN, "--mode", "simulate", "--sim-duration", "3600")
     try:
         session = requests.Session()
         session.headers["Authorization"] = TOKEN
@@ -157,11 +135,7 @@ def main() -> int:
             f"p99 {result['p99_ms']} ms, {result['throughput_rps']} req/s; emulator RSS {result['rss_mb']} MiB"
         )
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, grace=30)
     print(json.dumps(result))
     return 0 if errors == 0 and running == args.tasks else 1
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import selectors
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -121,3 +125,40 @@ def stop_all(services: Sequence[Service], grace: float = 20.0) -> list[str]:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 service.process.wait(timeout=10)
     return killed
+
+
+EMULATOR_READY = re.compile(r"^Qarnot emulator ready: api=(\S+) storage=(\S+)$")
+
+
+def start_emulator_process(token: str, *args: str, timeout: float = 60.0) -> tuple[subprocess.Popen[str], str]:
+    """`qarnot-emulator --port 0 --token TOKEN ARGS...` in its own session; returns it and its API URL.
+
+    For benchmarks, which measure the emulator's CPU and memory as a process of its own.
+    """
+    script = Path(sys.executable).with_name("qarnot-emulator")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "airflow_provider_qarnot.emulator.cli"]
+    proc = subprocess.Popen(
+        [*command, "--port", "0", "--token", token, *args], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        ready = selector.select(timeout)
+    line = proc.stdout.readline().strip() if ready else ""
+    match = EMULATOR_READY.match(line)
+    if match is None:
+        stop_process(proc)
+        raise SystemExit(f"the emulator did not start (first line {line!r})")
+    return proc, match.group(1)
+
+
+def stop_process(proc: subprocess.Popen[Any], grace: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
