@@ -80,3 +80,26 @@ def test_runtime_hook_lookup() -> None:
     assert hook.hook_class_name == "airflow_provider_qarnot.hooks.qarnot.QarnotHook"
     assert hook.connection_id_attribute_name == "qarnot_conn_id"
     assert hook.hook_name == "Qarnot"
+
+
+def test_the_airflow_cli_lists_the_provider_and_its_connection_type(tmp_path: Path) -> None:
+    """What an operator checks after installing: `airflow providers list` and `airflow providers hooks`."""
+    import os
+    import subprocess
+    import sys
+
+    airflow = Path(sys.executable).with_name("airflow")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}  # a user's shell, not the tests'
+    env.update({"AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"})
+    listed = subprocess.run(
+        [str(airflow), "providers", "list", "--output", "json"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    packages = {p["package_name"]: p for p in json.loads(listed.stdout)}
+    assert packages["airflow-provider-qarnot"]["description"]
+    hooks = subprocess.run(
+        [str(airflow), "providers", "hooks", "--output", "json"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert hooks.returncode == 0, hooks.stderr[-2000:]
+    by_type = {h["connection_type"]: h for h in json.loads(hooks.stdout)}
+    assert by_type["qarnot"]["class"] == "airflow_provider_qarnot.hooks.qarnot.QarnotHook"
