@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 _live_lock = threading.Lock()
 _live_servers = 0
 _session_lock = threading.Lock()
+#: How many times one result upload is sent before the instance fails (see `BucketStorage.upload_file`).
+_UPLOAD_ATTEMPTS = 3
 _session: boto3.session.Session | None = None
 
 
@@ -213,9 +215,25 @@ class BucketStorage:
         return count
 
     def upload_file(self, bucket: str, key: str, path: Path) -> None:
-        """Upload one file."""
-        with open(path, "rb") as handle:
-            self.client.put_object(Bucket=bucket, Key=key, Body=handle)
+        """Upload one file; a garbled exchange with the in-process S3 server is tried again.
+
+        moto's threaded werkzeug server now and then answers a bare "400 Bad Request" to a well-formed
+        PUT on a reused connection; a task's result must not be lost to that, so the upload is sent again
+        (from bytes, so that every attempt carries the whole body).
+        """
+        body = path.read_bytes()
+        for attempt in range(1, _UPLOAD_ATTEMPTS + 1):
+            try:
+                self.client.put_object(Bucket=bucket, Key=key, Body=body)
+                return
+            except botocore.exceptions.ClientError as exc:
+                error = exc.response.get("Error", {})
+                garbled = str(error.get("Code", "")) in ("400", "BadRequest") and attempt < _UPLOAD_ATTEMPTS
+                if not garbled:
+                    raise
+                log.warning(
+                    "S3 answered a bare 400 to uploading %s/%s (attempt %d); sending it again", bucket, key, attempt
+                )
 
     def object_url(self, bucket: str, key: str) -> str:
         """``s3://host:port/bucket/key`` as the API lists results."""

@@ -283,6 +283,7 @@ def test_results_are_found_when_the_api_ignored_the_results_prefix(
     )
     task.submit()
     assert task.wait(timeout=60, poll_interval=0.2)
+    assert task.state == states.SUCCESS
     task.spec = replace(task.spec, results_bucket_prefix="where-the-api-did-not-put-them/")
     files = task.download_results(tmp_path)
     assert sorted(p.name for p in files) == ["r-0.txt", "r-1.txt"]

@@ -84,3 +84,32 @@ def test_dumps_of_older_emulators_are_restored(tmp_path: Path) -> None:
     assert not objects.exists()
     with Emulator(token="tok", state_dir=tmp_path) as emu:
         assert _contents(emu, {"legacy"}) == {"legacy": {"a/b.txt": b"old layout"}}
+
+
+def test_a_bare_400_from_the_s3_server_does_not_lose_a_result(tmp_path: Path) -> None:
+    """moto's server now and then answers a bare 400 to a well-formed PUT; the upload is sent again."""
+    import botocore.exceptions
+
+    with Emulator(token="tok") as emu:
+        storage = emu._storage
+        assert storage is not None
+        storage.ensure_bucket("bare-400")
+        real_put = storage.client.put_object
+        calls = {"n": 0}
+
+        def garbled_once(**kwargs: Any) -> Any:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise botocore.exceptions.ClientError(
+                    {"Error": {"Code": "400", "Message": "Bad Request"}, "ResponseMetadata": {"HTTPStatusCode": 400}},
+                    "PutObject",
+                )
+            return real_put(**kwargs)
+
+        storage.client.put_object = garbled_once
+        result = tmp_path / "r.txt"
+        result.write_text("result\n")
+        storage.upload_file("bare-400", "r.txt", result)
+        storage.client.put_object = real_put
+        assert calls["n"] == 2
+        assert _contents(emu, {"bare-400"}) == {"bare-400": {"r.txt": b"result\n"}}
