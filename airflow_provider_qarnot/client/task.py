@@ -212,9 +212,7 @@ class QTask:
                     log.info(
                         "Submit of %r had an unknown outcome (%s); it did create task %s", self.spec.name, reason, found
                     )
-                    self._created(found, on_created)
-                    self._remove_late_twins(found)
-                    return self._first_refresh()
+                    return self._adopt(found, on_created, uncertain=True)
                 if delay is None:
                     raise TransientFailureException(
                         f"Could not submit task {self.spec.name!r}: {reason}; no task was created as far as the "
@@ -233,13 +231,8 @@ class QTask:
                 if found is None:
                     raise
                 log.info("A resend of %r was refused, but its first submit did create task %s", self.spec.name, found)
-                self._created(found, on_created)
-                self._remove_late_twins(found)
-                return self._first_refresh()
-            self._created(uuid, on_created)
-            if uncertain:
-                self._remove_late_twins(uuid)
-            return self._first_refresh()
+                return self._adopt(found, on_created, uncertain=True)
+            return self._adopt(uuid, on_created, uncertain=uncertain)
 
     def _look_up_own_task(self, reason: str, delay: float | None, attempt: int) -> str | None:
         """After a submit with an unknown outcome: the uuid of the task it created, if the submit tag finds one.
@@ -265,10 +258,14 @@ class QTask:
                 return found.uuid
         return None
 
-    def _created(self, uuid: str, on_created: Callable[[str], None] | None) -> None:
+    def _adopt(self, uuid: str, on_created: Callable[[str], None] | None, *, uncertain: bool) -> str:
+        """This object is task `uuid` now: tell `on_created`, remove late twins of an uncertain submit, read it."""
         self._uuid = uuid
         if on_created is not None:
             on_created(uuid)
+        if uncertain:
+            self._remove_late_twins(uuid)
+        return self._first_refresh()
 
     def _first_refresh(self) -> str:
         """Read a just-created task's state; a failed read must not lose the uuid (the task exists)."""

@@ -14,7 +14,6 @@ from airflow.sdk.exceptions import (
     AirflowFailException,
     AirflowSensorTimeout,
     AirflowSkipException,
-    TaskDeferralError,
     TaskDeferralTimeout,
 )
 
@@ -91,16 +90,8 @@ class QarnotTaskSensor(BaseSensorOperator):
             raise AirflowFailException("poke_interval must be positive for a deferrable QarnotTaskSensor")
         try:
             done = self.poke(context)
-        except (AirflowFailException, AirflowSensorTimeout) as exc:  # the base poke loop's soft_fail rule
-            if self.soft_fail or self.never_fail:
-                raise AirflowSkipException(
-                    f"Skipping ({'soft_fail' if self.soft_fail else 'never_fail'}): {exc}"
-                ) from exc
-            raise
-        except AirflowException as exc:  # a transient API failure: only never_fail skips it, as in the poke loop
-            if self.never_fail:
-                raise AirflowSkipException(f"Skipping (never_fail): {exc}") from exc
-            raise
+        except AirflowException as exc:
+            raise self._skip_or(exc) from exc
         if done:
             return self._canonical_uuid or uuid
         shared = shared_polling_default() if self.shared_polling is None else self.shared_polling
@@ -148,16 +139,17 @@ class QarnotTaskSensor(BaseSensorOperator):
                 return BaseOperator.resume_execution(self, next_method, next_kwargs, context)
             except TaskDeferralTimeout as exc:
                 raise AirflowSensorTimeout(*exc.args) from exc
-        except (AirflowFailException, AirflowSensorTimeout) as exc:
-            if self.soft_fail or self.never_fail:
-                raise AirflowSkipException(
-                    f"Skipping ({'soft_fail' if self.soft_fail else 'never_fail'}): {exc}"
-                ) from exc
-            raise
-        except (AirflowException, TaskDeferralError) as exc:
-            if self.never_fail:
-                raise AirflowSkipException(f"Skipping (never_fail): {exc}") from exc
-            raise
+        except AirflowException as exc:  # TaskDeferralError (a crashed trigger) is one too
+            raise self._skip_or(exc) from exc
+
+    def _skip_or(self, exc: AirflowException) -> AirflowException:
+        """The poke loop's rules: `soft_fail` skips outcomes that cannot change (AirflowFailException) and
+        timeouts, `never_fail` skips everything; any other failure (an API blip) is raised as it is."""
+        if isinstance(exc, AirflowSkipException):
+            return exc
+        if self.never_fail or (self.soft_fail and isinstance(exc, AirflowFailException | AirflowSensorTimeout)):
+            return AirflowSkipException(f"Skipping ({'never_fail' if self.never_fail else 'soft_fail'}): {exc}")
+        return exc
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
         """Resume after the trigger's event."""
