@@ -26,6 +26,8 @@ from tools.processes import Service, free_port, stop_all
 
 BIN = Path(sys.executable).parent
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+#: Who stops before whom: the clients of the api-server, then the api-server, then the emulator they all call.
+STOP_ORDER = (("scheduler", "dag-processor", "triggerer"), ("api-server",), ("emulator",))
 READY_LINE = re.compile(r"Qarnot emulator ready: api=(\S+) storage=(\S+)")
 
 
@@ -394,10 +396,15 @@ class LocalStack:
     # ------------------------------------------------------------------ tear-down
 
     def stop(self) -> list[str]:
-        """Stop every process (Airflow first, the emulator last); returns those that needed SIGKILL."""
-        airflow = [s for s in self.services if s.name != "emulator"]
-        emulator = [s for s in self.services if s.name == "emulator"]
-        killed = stop_all(airflow) + stop_all(emulator)
+        """Stop every process, each before what it depends on; returns those that needed SIGKILL.
+
+        The scheduler, dag-processor and triggerer go first (their running tasks still report to the
+        api-server and abort their Qarnot tasks on the emulator), then the api-server, the emulator last.
+        """
+        ordered = {name for tier in STOP_ORDER for name in tier}
+        killed = stop_all([s for s in self.services if s.name not in ordered])
+        for tier in STOP_ORDER:
+            killed += stop_all([s for s in self.services if s.name in tier])
         self._session.close()
         return killed
 

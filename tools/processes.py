@@ -85,6 +85,12 @@ class Service:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def signal_leader(self, sig: int) -> None:
+        """Signal the service's main process alone (it stops its own children)."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(sig)
+
     def signal_group(self, sig: int) -> None:
         if self.process is None:
             return
@@ -140,13 +146,21 @@ def find_processes(needle: str) -> list[int]:
     return found
 
 
-def stop_all(services: Sequence[Service], grace: float = 20.0) -> list[str]:
-    """SIGTERM every service's process group, wait, then SIGKILL what is left; returns the names that needed it."""
+def stop_all(services: Sequence[Service], grace: float = 20.0, escalation: float = 10.0) -> list[str]:
+    """Stop services as their own supervisor would; returns the names of those that needed SIGKILL.
+
+    SIGTERM goes to each service's main process only, never to its whole group at first: the Airflow
+    scheduler shuts its LocalExecutor workers down itself, and a worker killed by a group-wide SIGTERM
+    while it holds the executor queue's lock leaves the scheduler waiting for ever. A group still alive
+    after `grace` seconds gets SIGTERM, and SIGKILL `escalation` seconds later.
+    """
     for service in services:
-        service.signal_group(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(s.group_alive() for s in services):
-        time.sleep(0.2)
+        service.signal_leader(signal.SIGTERM)
+    _wait_for_groups(services, grace)
+    for service in services:
+        if service.group_alive():
+            service.signal_group(signal.SIGTERM)
+    _wait_for_groups(services, escalation)
     killed = []
     for service in services:
         if service.group_alive():
@@ -157,6 +171,13 @@ def stop_all(services: Sequence[Service], grace: float = 20.0) -> list[str]:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 service.process.wait(timeout=10)
     return killed
+
+
+def _wait_for_groups(services: Sequence[Service], seconds: float) -> None:
+    """Wait until no service has a live process, or `seconds` passed."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(s.group_alive() for s in services):
+        time.sleep(0.2)
 
 
 EMULATOR_READY = re.compile(r"^Qarnot emulator ready: api=(\S+) storage=(\S+)$")
