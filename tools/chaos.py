@@ -839,6 +839,8 @@ BAD_INPUTS: tuple[BadInput, ...] = (
     BadInput("poll_interval not a number", {"poll_interval": "often"}, r"poll_interval must be a number"),
     BadInput("timeout zero", {"timeout": 0}, r"timeout must be a positive"),
     BadInput("timeout negative", {"timeout": -60}, r"timeout must be a positive"),
+    BadInput("timeout infinite", {"timeout": float("inf")}, r"timeout must be a positive, finite"),
+    BadInput("timeout absurd", {"timeout": 10**15}, r"timeout must be at most"),
     BadInput(
         "template renders a float count", {"instance_count": "{{ params.n }}"}, r"instance_count", params={"n": 2.5}
     ),

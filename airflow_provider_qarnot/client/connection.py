@@ -225,7 +225,8 @@ class QConnection:
                 if response.status_code < 400:
                     return response
                 status = response.status_code
-                message = self.redact(error_message(status, response.content, response.headers.get("Content-Type", "")))
+                content_type = response.headers.get("Content-Type", "")
+                message = error_message(status, response.content, content_type, redact=self.redact)
                 if status == 404 and method.upper() == "DELETE" and maybe_acted_on:
                     log.info("Qarnot %s %s: 404 after an attempt whose answer was lost; it was deleted", method, path)
                     response._content = b""  # success, with nothing to decode (a proxy's 404 page is no answer)
@@ -321,7 +322,7 @@ class QConnection:
         try:
             return response.json()
         except ValueError:
-            snippet = self.redact(response.text[:200])
+            snippet = self.redact(response.text)[:200]
             raise MalformedResponseException(
                 f"Expected JSON from {response.request.method} {response.url}, got {snippet!r}",
                 status_code=response.status_code,

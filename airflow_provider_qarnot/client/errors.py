@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 import json
+import re
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -42,8 +44,10 @@ class ApiCall(enum.Enum):
     JOB = "job"
 
 
-def error_message(status: int, body: bytes | str, content_type: str = "") -> str:
+def error_message(status: int, body: bytes | str, content_type: str = "", redact: Callable[[str], str] = str) -> str:
     """The server's message from any body shape the API uses, else the body text, else the reason phrase.
+
+    `redact` runs before the message is cut to length, so that no part of a secret survives the cut.
 
     Shapes read: `{"message"}`, `{"error": str}`, `{"error": {"message"}}`, ASP.NET problem+json
     (`title`, `detail`, `errors: {field: [msgs]}`) and `{"errors": {field: [msgs]}}`.
@@ -63,6 +67,7 @@ def error_message(status: int, body: bytes | str, content_type: str = "") -> str
             message = HTTPStatus(status).phrase
         except ValueError:
             message = f"HTTP {status}"
+    message = redact(message)
     if len(message) > _MAX_MESSAGE_CHARS:
         message = message[:_MAX_MESSAGE_CHARS] + "…"
     return message
@@ -114,13 +119,17 @@ _SUBMIT_MISSING: tuple[tuple[tuple[str, ...], type[QarnotException]], ...] = (
 )
 
 
+_MISSING_THING = re.compile(r"\bmissing\s+(pool|job|profile|bucket|disk)", re.IGNORECASE)
+
+
 def _missing_for_submit(message: str) -> type[QarnotException] | None:
     """On submit, what a "not found" message names: the kind of thing mentioned first.
 
     "First" matters because names quote user text: in "Bucket 'nightly-jobs' not found" the subject is
     the bucket, not a job.
     """
-    if not _mentions(message, "not found", "unknown", "does not exist", "doesn't exist", "no such", "missing"):
+    named_missing = _MISSING_THING.search(message) is not None  # "missing pool", not "missing value for..."
+    if not (named_missing or _mentions(message, "not found", "unknown", "does not exist", "doesn't exist", "no such")):
         return None
     if _mentions(message, "required"):  # "the profile field is required": a validation error, not a missing thing
         return None

@@ -190,8 +190,8 @@ class TaskSpec:
                 raise ValueError(f"{attr} must be a non-empty string when given, got {value!r}")
         if self.profile is not None and self.pool_uuid is not None:
             raise ValueError("give either profile or pool_uuid, not both (a pool task takes the pool's profile)")
-        if self.profile is None and self.pool_uuid is None:
-            raise ValueError("profile is required (or pool_uuid, to run in a pool)")
+        if self.profile is None and self.pool_uuid is None and self.job_uuid is None:
+            raise ValueError("profile is required (or pool_uuid, or the job_uuid of a job that runs in a pool)")
         if self.pool_uuid is not None and self.job_uuid is not None:
             raise ValueError("a task cannot name both pool_uuid and job_uuid: the job decides the pool")
         _check_str_map("constants", self.constants)

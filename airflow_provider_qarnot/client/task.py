@@ -165,7 +165,8 @@ class QTask:
         the outcome is unknown (dropped connection, read timeout, 5xx), the task's unique submit tag is
         looked up, after a backoff that gives a slow server time to commit, before anything is sent
         again; a task found that way is the one this call created, and any late twin (an earlier POST
-        committed later) is aborted and deleted. So one call never leaves two tasks. `on_created(uuid)`
+        committed later) is aborted and deleted. A task given no shortname gets the submit tag as one, so
+        the server refuses a twin even past the lookups. So one call never leaves two tasks. `on_created(uuid)`
         is called as soon as the task is known to exist, before its first refresh (the operator needs
         the uuid early to abort it if killed).
         """
@@ -173,6 +174,10 @@ class QTask:
             return self.state
         self.spec.validate()
         body = self.spec.to_json(extra_tags=[self._submit_tag])
+        if not body.get("shortname"):
+            # Shortnames are unique: the server itself refuses a resend once an earlier POST of this submit
+            # committed, even one committed after every lookup had looked (a slow server).
+            body["shortname"] = self._submit_tag
         policy = self._conn.retry
         started = time.monotonic()
         attempt = 0

@@ -69,6 +69,9 @@ ROUTES: list[tuple[str, str, Endpoint]] = [
     ("GET", "/tasks/{uuid}/snapshot/{snapshot}", r.get_snapshot),
     ("GET", "/carbon/v1/tasks/{uuid}/carbon-facts", r.task_carbon_facts),
     ("GET", "/credits/v1/tasks/{uuid}/credits", r.task_credits),
+    ("GET", "/carbon/v1/pools/{uuid}/carbon-facts", r.pool_carbon_facts),
+    ("GET", "/credits/v1/pools/{uuid}/credits", r.pool_credits),
+    ("GET", "/credits/v1/accounts/credits", r.account_credits),
     # jobs
     ("POST", "/jobs", r.create_job),
     ("GET", "/jobs", r.list_jobs),
@@ -203,6 +206,7 @@ class EmulatorMiddleware:
             decision = self.ctx.faults.decide(method, path)
         if decision is not None:
             if decision.latency > 0:
+                receive = await _received_in_full(receive)
                 await asyncio.sleep(decision.latency)
             if decision.outcome == "drop_before":
                 self.ctx.stats.record(self._template(scope))
@@ -237,6 +241,26 @@ class EmulatorMiddleware:
             return
         await self.app(scope, receive, send)
         self.ctx.stats.record(scope.get(ROUTE_KEY) or self._template(scope))
+
+
+async def _received_in_full(receive: Receive) -> Receive:
+    """Read the request body now and replay it to the app: a slow server has the whole request before it
+    acts, and acts on it even when its client has given up and gone meanwhile."""
+    buffered: list[Message] = []
+    size = 0
+    while size <= MAX_BODY_BYTES:
+        message = await receive()
+        buffered.append(message)
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            break
+        size += len(message.get("body", b""))
+    pending = iter(buffered)
+
+    async def replay() -> Message:
+        message = next(pending, None)
+        return message if message is not None else await receive()
+
+    return replay
 
 
 def build_app(ctx: ServiceContext) -> ASGIApp:

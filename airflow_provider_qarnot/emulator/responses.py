@@ -775,9 +775,8 @@ async def get_snapshot(request: Request) -> Response:
         return json_response(render_snapshot(snap))
 
 
-async def task_carbon_facts(request: Request) -> Response:
-    """GET /carbon/v1/tasks/{uuid}/carbon-facts (zeros: nothing is metered here)."""
-    ctx_of(request).backend.get_task(_path(request, "uuid"))
+def _carbon_facts(request: Request) -> Response:
+    """Carbon facts in the API's snake_case shape, all zeros: nothing is metered here."""
     return json_response(
         {
             "total_consumed_energy_Wh": 0.0,
@@ -798,10 +797,42 @@ async def task_carbon_facts(request: Request) -> Response:
     )
 
 
+async def task_carbon_facts(request: Request) -> Response:
+    """GET /carbon/v1/tasks/{uuid}/carbon-facts."""
+    ctx_of(request).backend.get_task(_path(request, "uuid"))
+    return _carbon_facts(request)
+
+
+async def pool_carbon_facts(request: Request) -> Response:
+    """GET /carbon/v1/pools/{uuid}/carbon-facts."""
+    ctx = ctx_of(request)
+    with ctx.backend.lock:
+        ctx.backend.get_pool(_path(request, "uuid"))
+    return _carbon_facts(request)
+
+
 async def task_credits(request: Request) -> Response:
     """GET /credits/v1/tasks/{uuid}/credits (always 0)."""
     ctx_of(request).backend.get_task(_path(request, "uuid"))
     return json_response({"credits": 0.0})
+
+
+async def pool_credits(request: Request) -> Response:
+    """GET /credits/v1/pools/{uuid}/credits (always 0)."""
+    ctx = ctx_of(request)
+    with ctx.backend.lock:
+        ctx.backend.get_pool(_path(request, "uuid"))
+    return json_response({"credits": 0.0})
+
+
+#: The balance `GET /credits/v1/accounts/credits` reports while credits are not exhausted (euros; notional).
+ACCOUNT_CREDITS = 1000.0
+
+
+async def account_credits(request: Request) -> Response:
+    """GET /credits/v1/accounts/credits: a notional balance, 0 once `--credits-exhausted` is on."""
+    ctx = ctx_of(request)
+    return json_response({"credits": 0.0 if ctx.backend.credits_exhausted else ACCOUNT_CREDITS})
 
 
 # ---------------------------------------------------------------------------------------------- paging

@@ -11,6 +11,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -545,6 +546,32 @@ class QarnotHook(BaseHook):
             except MissingTaskException:
                 decision = ReattachDecision("submit", None, f"task {decision.summary.uuid} was deleted meanwhile")
         return self.submit_task(spec, on_created=on_created), decision
+
+    def abort_tasks_of_try(
+        self, identity: TaskInstanceIdentity, try_number: int | None, looks: Sequence[float] = (0.0,)
+    ) -> list[str]:
+        """Abort the running tasks that this try of this task instance submitted; returns their uuids.
+
+        For a submit cut short (a timeout or a kill during `POST /tasks`): the server may have created the
+        task all the same, and may commit it late, so it is looked for after each delay of `looks`, until
+        found.
+        """
+        for delay in looks:
+            time.sleep(delay)
+            mine = [
+                s
+                for s in self.find_tasks_by_tag(identity.tag)
+                if identity.matches(s)
+                and identity.same_run(s)
+                and s.labels.get(LABEL_TRY_NUMBER) == str(try_number)
+                and states.is_active(s.state)
+            ]
+            for summary in mine:
+                self.log.warning("Aborting Qarnot task %s: its submit was cut short", summary.uuid)
+                self.abort_task(summary.uuid)
+            if mine:
+                return [s.uuid for s in mine]
+        return []
 
     def get_task(self, task_uuid: str) -> QTask:
         """An existing task, read fresh; `MissingTaskException` when there is none."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +28,7 @@ from airflow_provider_qarnot.triggers.poller import POLL_RETRY
 from airflow_provider_qarnot.triggers.qarnot import (
     DEFERRAL_BACKSTOP,
     EVENT_STATUSES,
+    MAX_ERROR_REDEFERS,
     QarnotTaskTrigger,
     shared_polling_default,
 )
@@ -42,6 +44,11 @@ if TYPE_CHECKING:
 
 #: Bounds on the waiting parameters: a poll interval over an hour, or a huge log tail, is a typo, not a choice.
 MAX_POLL_INTERVAL = 3600.0
+#: When `execution_timeout` cuts a submit short, look for the task it may have created now and after
+#: these delays (seconds): a server may commit a request whose client has gone a few seconds later.
+SUBMIT_CUT_SHORT_LOOKS = (0.0, 2.0, 5.0)
+#: The longest `timeout` (ten years): past it a deadline is no limit, and dates and timedeltas overflow.
+MAX_TIMEOUT = 10 * 366 * 24 * 3600.0
 MAX_LOG_TAIL_LINES = 10_000
 #: With auto_delete and wait_for_completion, the task must outlive its end by this much (and 3 polls).
 MIN_AUTO_DELETE_TTL = 60.0
@@ -93,8 +100,10 @@ def seconds(value: Any, argument: str, *, allow_none: bool = True, maximum: floa
             raise AirflowFailException(
                 f"{argument} must be a number of seconds or a timedelta, got {value!r}"
             ) from None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise AirflowFailException(f"{argument} must be a positive number of seconds or a timedelta, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise AirflowFailException(
+            f"{argument} must be a positive, finite number of seconds or a timedelta, got {value!r}"
+        )
     if maximum is not None and value > maximum:
         raise AirflowFailException(f"{argument} must be at most {maximum:g} seconds, got {value!r}")
     return float(value)
@@ -242,6 +251,8 @@ class QarnotSubmitTaskOperator(BaseOperator):
         self._streamed = False
         self._killed = False
         self._aborted = False  # this try's task was aborted already (no second abort from on_kill)
+        #: While a submit is under way: who submits (to find what a submit cut short may have created).
+        self._submitting: tuple[TaskInstanceIdentity, int | None] | None = None
 
     @cached_property
     def hook(self) -> QarnotHook:
@@ -296,7 +307,7 @@ class QarnotSubmitTaskOperator(BaseOperator):
         """
         poll = seconds(self.poll_interval, "poll_interval", allow_none=False, maximum=MAX_POLL_INTERVAL)
         assert poll is not None
-        timeout = seconds(self.timeout, "timeout")
+        timeout = seconds(self.timeout, "timeout", maximum=MAX_TIMEOUT)
         if self.execution_timeout is not None:
             limit = self.execution_timeout.total_seconds()
             timeout = limit if timeout is None else min(timeout, limit)
@@ -348,6 +359,14 @@ class QarnotSubmitTaskOperator(BaseOperator):
             if self._task_uuid is not None and not self._aborted:
                 self.log.error("execution_timeout passed: aborting Qarnot task %s", self._task_uuid)
                 self._abort_quietly(self._task_uuid, POLL_RETRY)
+            elif self._submitting is not None:
+                self.log.error("execution_timeout passed during the submit: aborting what it may have created")
+                try:
+                    self.hook.abort_tasks_of_try(*self._submitting, looks=SUBMIT_CUT_SHORT_LOOKS)
+                except Exception as exc:
+                    self.log.warning(
+                        "Could not look for the task of the cut-short submit: %s", self.hook.redact(str(exc))
+                    )
             raise
 
     def _execute(self, context: Context) -> str:
@@ -356,15 +375,18 @@ class QarnotSubmitTaskOperator(BaseOperator):
         deadline = None if timeout is None else time.time() + timeout
         identity = TaskInstanceIdentity.from_context(context)
         hook = self.hook
+        try_number = getattr(context["ti"], "try_number", None)
+        self._submitting = (identity, try_number)
         with airflow_errors(f"Submitting Qarnot task {spec.name!r}"):
             task, decision = hook.submit_or_reattach(
                 spec,
                 identity,
                 first_try=_first_try(context, self.retries),
-                try_number=getattr(context["ti"], "try_number", None),
+                try_number=try_number,
                 reattach=self.reattach_on_retry,
                 on_created=self._on_created,
             )
+        self._submitting = None
         uuid = str(task.uuid)
         self._task_uuid = uuid
         if decision.action == "submit":
@@ -380,20 +402,26 @@ class QarnotSubmitTaskOperator(BaseOperator):
         if states.is_final(task.state):
             return self._finish(hook, task)
         if self.deferrable:
-            shared = shared_polling_default() if self.shared_polling is None else self.shared_polling
-            self.defer(
-                trigger=QarnotTaskTrigger(
-                    task_uuid=uuid,
-                    qarnot_conn_id=self.qarnot_conn_id,
-                    deadline=deadline,
-                    poll_interval=poll_interval,
-                    cancel_on_kill=self.cancel_on_kill,
-                    shared_polling=shared,
-                ),
-                method_name="execute_complete",
-                timeout=None if timeout is None else timedelta(seconds=timeout + DEFERRAL_BACKSTOP + poll_interval),
-            )
+            self._defer(uuid, deadline, poll_interval)
         return self._wait_here(context, hook, task, poll_interval, deadline, timeout)
+
+    def _defer(self, uuid: str, deadline: float | None, poll_interval: float, error_redefers: int = 0) -> None:
+        """Wait for the task in the triggerer until `deadline`; Airflow's own deferral timeout comes later."""
+        shared = shared_polling_default() if self.shared_polling is None else self.shared_polling
+        backstop = None if deadline is None else max(0.0, deadline - time.time()) + DEFERRAL_BACKSTOP + poll_interval
+        self.defer(
+            trigger=QarnotTaskTrigger(
+                task_uuid=uuid,
+                qarnot_conn_id=self.qarnot_conn_id,
+                deadline=deadline,
+                poll_interval=poll_interval,
+                cancel_on_kill=self.cancel_on_kill,
+                shared_polling=shared,
+            ),
+            method_name="execute_complete",
+            kwargs={"deadline": deadline, "error_redefers": error_redefers},
+            timeout=None if backstop is None else timedelta(seconds=backstop),
+        )
 
     def _on_created(self, uuid: str) -> None:
         """The Qarnot task exists: remember it at once, so that a kill arriving during the submit aborts it."""
@@ -419,10 +447,9 @@ class QarnotSubmitTaskOperator(BaseOperator):
         except (QarnotException, ValueError, TypeError) as exc:
             raise self._give_up(context, uuid, to_airflow_exception(exc, f"Waiting for Qarnot task {uuid}")) from exc
         if not finished:
-            self._abort_quietly(uuid)
             raise AirflowException(
                 f"Timeout: Qarnot task {uuid} was still {task.state} at the end of its {limit:g}-second "
-                "limit (timeout, or execution_timeout when shorter); it was aborted"
+                f"limit (timeout, or execution_timeout when shorter); {self._abort_for_timeout(uuid)}"
             )
         return self._finish(hook, task)
 
@@ -461,16 +488,27 @@ class QarnotSubmitTaskOperator(BaseOperator):
             self.log.info("Downloaded %d result file(s) to %s", len(files), self.download_results_to)
         return str(task.uuid)
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
-        """Resume after the trigger's event: finish on a final state, abort and fail on timeout, fail on error."""
+    def execute_complete(
+        self,
+        context: Context,
+        event: dict[str, Any] | None = None,
+        deadline: float | None = None,
+        error_redefers: int | None = None,
+    ) -> str:
+        """Resume after the trigger's event: finish on a final state, abort and fail on timeout, fail on error.
+
+        After an `error` event (the trigger gave up polling), a task that reads as still running is watched
+        again, to the same deadline, up to `MAX_ERROR_REDEFERS` times: the API is back, and the work done
+        so far is not thrown away. Without the deferral's kwargs (`dag.test()` drops them when it passes
+        the event), how often that happened is unknown, so it is not done.
+        """
         if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES or not event.get("task_uuid"):
             raise AirflowException(f"Unexpected event from the Qarnot trigger: {event!r}")
         uuid = str(event["task_uuid"])
         self._task_uuid = uuid
         status = event["status"]
         if status == "timeout":
-            self._abort_quietly(uuid)
-            raise AirflowException(f"{event.get('message') or 'Timeout'}; the Qarnot task was aborted")
+            raise AirflowException(f"{event.get('message') or 'Timeout'}; {self._abort_for_timeout(uuid)}")
         hook = self.hook
         if status == "error":
             # The trigger gave up polling. One read here says whether the task ended meanwhile (report it),
@@ -492,6 +530,17 @@ class QarnotSubmitTaskOperator(BaseOperator):
                 raise self._give_up(context, uuid, failure) from exc
             if states.is_final(task.state):
                 return self._finish(hook, task)
+            if error_redefers is not None and error_redefers < MAX_ERROR_REDEFERS:
+                self.log.warning(
+                    "%s; Qarnot task %s reads as %s now: watching it again (%d of %d)",
+                    failure,
+                    uuid,
+                    task.state,
+                    error_redefers + 1,
+                    MAX_ERROR_REDEFERS,
+                )
+                poll_interval, _ = self.check_arguments()
+                self._defer(uuid, deadline, poll_interval, error_redefers + 1)
             raise self._give_up(context, uuid, failure)
         try:
             task = hook.get_task(uuid)
@@ -555,6 +604,12 @@ class QarnotSubmitTaskOperator(BaseOperator):
         if self._abort_quietly(uuid):
             return type(exc)(f"{exc}; no retry will reattach, so Qarnot task {uuid} was aborted")
         return type(exc)(f"{exc}; no retry will reattach, but aborting Qarnot task {uuid} failed (see the log)")
+
+    def _abort_for_timeout(self, uuid: str) -> str:
+        """Abort a task whose time is up; says, for the failure's message, whether that worked."""
+        if self._abort_quietly(uuid):
+            return "the Qarnot task was aborted"
+        return f"aborting Qarnot task {uuid} failed (see the log), so it may still be running"
 
     def _abort_quietly(self, uuid: str, retry: RetryPolicy | None = None) -> bool:
         """Abort a Qarnot task, best effort; False (and a warning) when that failed."""

@@ -20,9 +20,11 @@ from airflow.sdk.exceptions import (
 from airflow_provider_qarnot.client import states
 from airflow_provider_qarnot.hooks.qarnot import DEFAULT_CONN_ID, QarnotHook
 from airflow_provider_qarnot.links.qarnot import XCOM_TASK_URL, XCOM_TASK_UUID, QarnotTaskLink
+from airflow_provider_qarnot.operators.qarnot import MAX_POLL_INTERVAL, MAX_TIMEOUT, seconds
 from airflow_provider_qarnot.triggers.qarnot import (
     DEFERRAL_BACKSTOP,
     EVENT_STATUSES,
+    MAX_ERROR_REDEFERS,
     QarnotTaskTrigger,
     shared_polling_default,
 )
@@ -86,26 +88,32 @@ class QarnotTaskSensor(BaseSensorOperator):
         context["ti"].xcom_push(key=XCOM_TASK_URL, value=url)
         if not self.deferrable:
             return super().execute(context)
-        if not self.poke_interval > 0:
-            raise AirflowFailException("poke_interval must be positive for a deferrable QarnotTaskSensor")
+        poke_interval = seconds(self.poke_interval, "poke_interval", allow_none=False, maximum=MAX_POLL_INTERVAL)
+        timeout = seconds(self.timeout, "timeout", allow_none=False, maximum=MAX_TIMEOUT)
+        assert poke_interval is not None and timeout is not None
         try:
             done = self.poke(context)
         except AirflowException as exc:
             raise self._skip_or(exc) from exc
         if done:
             return self._canonical_uuid or uuid
+        self._defer(self._canonical_uuid or uuid, time.time() + timeout)
+
+    def _defer(self, uuid: str, deadline: float, error_redefers: int = 0) -> None:
+        """Wait in the triggerer until `deadline`; Airflow's own deferral timeout comes later."""
         shared = shared_polling_default() if self.shared_polling is None else self.shared_polling
         self.defer(
             trigger=QarnotTaskTrigger(
-                task_uuid=self._canonical_uuid or uuid,  # the shared poller's batch reads match uuids only
+                task_uuid=uuid,  # the canonical uuid: the shared poller's batch reads match uuids only
                 qarnot_conn_id=self.qarnot_conn_id,
-                deadline=time.time() + self.timeout,
+                deadline=deadline,
                 poll_interval=self.poke_interval,
                 cancel_on_kill=False,
                 shared_polling=shared,
             ),
             method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout + DEFERRAL_BACKSTOP + self.poke_interval),
+            kwargs={"deadline": deadline, "error_redefers": error_redefers},
+            timeout=timedelta(seconds=max(0.0, deadline - time.time()) + DEFERRAL_BACKSTOP + self.poke_interval),
         )
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
@@ -151,8 +159,16 @@ class QarnotTaskSensor(BaseSensorOperator):
             return AirflowSkipException(f"Skipping ({'never_fail' if self.never_fail else 'soft_fail'}): {exc}")
         return exc
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
-        """Resume after the trigger's event."""
+    def execute_complete(
+        self,
+        context: Context,
+        event: dict[str, Any] | None = None,
+        deadline: float | None = None,
+        error_redefers: int | None = None,
+    ) -> str:
+        """Resume after the trigger's event; after an `error` event, watch a still running task again (to
+        the same deadline, up to `MAX_ERROR_REDEFERS` times, when the deferral's kwargs came back with the
+        event) rather than fail on an API blip."""
         if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
             raise AirflowException(f"Unexpected event from the Qarnot trigger: {event!r}")
         status, message = event["status"], str(event.get("message") or "")
@@ -165,7 +181,16 @@ class QarnotTaskSensor(BaseSensorOperator):
             # (AirflowFailException), or still runs (a retryable failure).
             if self.poke(context):
                 return str(event.get("task_uuid") or self.task_uuid)
-            raise AirflowException(f"Watching Qarnot task {event.get('task_uuid')} failed: {message}")
+            failure = f"Watching Qarnot task {event.get('task_uuid')} failed: {message}"
+            if deadline is not None and error_redefers is not None and error_redefers < MAX_ERROR_REDEFERS:
+                self.log.warning(
+                    "%s; the task still runs: watching it again (%d of %d)",
+                    failure,
+                    error_redefers + 1,
+                    MAX_ERROR_REDEFERS,
+                )
+                self._defer(self._canonical_uuid or self._uuid(), deadline, error_redefers + 1)
+            raise AirflowException(failure)
         raise AirflowFailException(message)
 
 

@@ -35,6 +35,9 @@ STATUS_BY_STATE: dict[str, str] = {
 }
 EVENT_STATUSES = ("success", "failure", "cancelled", "timeout", "error")
 DEFAULT_MAX_CONSECUTIVE_ERRORS = 20
+#: How many times an operator or sensor watches its task again after an `error` event, when a read shows
+#: that the task still runs (the API came back): more would hide an API that keeps failing.
+MAX_ERROR_REDEFERS = 3
 DEFAULT_MIN_EVENT_DELAY = 5.0
 MAX_MIN_EVENT_DELAY = 300.0
 #: How much later than the trigger's own deadline Airflow's deferral timeout fires (so our timeout event wins).
@@ -260,6 +263,15 @@ class QarnotTaskTrigger(BaseTrigger):
         if not self.cancel_on_kill:
             self.log.info("cancel_on_kill is off; leaving Qarnot task %s running", self.task_uuid)
             return
+        # Airflow cancels on_kill after 30 s. When a user marks a big mapped task failed, hundreds of aborts
+        # queue for the same few worker threads: a cancel may end the wait, never the abort itself.
+        abort = asyncio.ensure_future(self._abort_unless_deferred())
+        _ABORTS_IN_FLIGHT.add(abort)
+        abort.add_done_callback(_ABORTS_IN_FLIGHT.discard)
+        await asyncio.shield(abort)
+
+    async def _abort_unless_deferred(self) -> None:
+        """Abort the Qarnot task, unless the task instance is still deferred (see `on_kill`)."""
         if not await self._safe_to_cancel():
             self.log.info(
                 "The task instance is still deferred (its trigger moved to another triggerer, or a cleared "
@@ -268,7 +280,11 @@ class QarnotTaskTrigger(BaseTrigger):
             )
             return
         hook = await self._get_hook()
-        aborted = await asyncio.to_thread(hook.abort_task, self.task_uuid)
+        try:
+            aborted = await asyncio.to_thread(hook.abort_task, self.task_uuid)
+        except Exception as exc:  # nobody may be waiting any more: log it here
+            self.log.warning("Could not abort Qarnot task %s: %s", self.task_uuid, hook.redact(describe(exc)))
+            return
         self.log.info("Qarnot task %s %s", self.task_uuid, "aborted" if aborted else "was already over")
 
     async def _safe_to_cancel(self) -> bool:
@@ -291,6 +307,8 @@ class QarnotTaskTrigger(BaseTrigger):
 
 
 _hook_class_cache: type[QarnotHook] | None = None
+#: Aborts started by `on_kill`, held until they end (a shielded task nobody references may be collected).
+_ABORTS_IN_FLIGHT: set[asyncio.Future[None]] = set()
 
 
 async def _hook_class() -> type[QarnotHook]:

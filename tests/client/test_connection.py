@@ -111,6 +111,27 @@ def test_token_is_never_shown(recorder_factory: Callable[..., Recorder]) -> None
     assert "***" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("status", "body", "cut_at"),
+    [
+        (400, "{pad}{token} echoed", 2000),  # an error message, cut at 2,000 characters
+        (200, "not json {pad}{token}", 200),  # a malformed answer, quoted up to 200 characters
+    ],
+)
+def test_no_part_of_the_token_survives_a_message_cut_to_length(
+    recorder_factory: Callable[..., Recorder], status: int, body: str, cut_at: int
+) -> None:
+    """A server echoing the token right where the message is cut: not even its first characters show."""
+    prefix = "not json " if body.startswith("not json") else ""
+    pad = "x" * (cut_at - len(prefix) - 4)  # the token straddles the cut
+    text = body.format(pad=pad, token=TOKEN)
+    rec = recorder_factory(lambda h, n: reply(h, status, text.encode()))
+    conn = QConnection(rec.url, TOKEN, retry=RetryPolicy(max_attempts=1))
+    with pytest.raises(QarnotException) as info:
+        conn.request("GET", "/info")
+    assert TOKEN[:4] not in str(info.value).replace(pad, "")
+
+
 def test_bad_token_against_the_emulator(qarnot_emulator: Any) -> None:
     conn = QConnection(qarnot_emulator.api_url, "wrong-token-0123")
     with pytest.raises(UnauthorizedException) as info:

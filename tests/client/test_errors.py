@@ -82,6 +82,14 @@ def test_long_messages_are_truncated() -> None:
         (ApiCall.SUBMIT_TASK, 404, "The bucket pool-inputs does not exist", MissingBucketException),
         (ApiCall.SUBMIT_TASK, 400, "Unknown profile docker-batch-jobs", MissingProfileException),
         (ApiCall.SUBMIT_TASK, 400, "The profile field is required", InvalidRequestException),
+        # "Missing" about a value, not a pool, job or profile: the profile exists, the request is invalid.
+        (
+            ApiCall.SUBMIT_TASK,
+            400,
+            "Constants: Missing value for the constant DOCKER_REPO in profile docker-batch",
+            InvalidRequestException,
+        ),
+        (ApiCall.SUBMIT_TASK, 400, "Missing pool 1234", MissingPoolException),
         (ApiCall.TASK, 404, "Task not found", MissingTaskException),
         (ApiCall.TASK_INSTANCE, 404, "Instance not found", MissingTaskInstanceException),
         (ApiCall.PROFILE, 404, "not found", MissingProfileException),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -109,20 +110,98 @@ def lagging_lookup(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return lookups
 
 
-def test_a_late_commit_is_removed_so_one_submit_leaves_one_task(
+def test_a_resend_after_a_lagging_lookup_is_refused_so_no_twin_is_made(
     qarnot_emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first POST is acted on but its answer lost, and the tag lookup does not see the task yet (a
-    replica lagging behind): the resend creates a second task, which the client must then clean up."""
+    replica lagging behind): the resend carries the same unique shortname, the server refuses it, and the
+    next lookup finds the first task."""
     emu = qarnot_emulator_factory(mode="simulate", sim_duration=5)
     emu.set_faults([FaultRule(pattern="POST /tasks", drop_after=1.0, max_faults=1)], seed=1)
     lookups = lagging_lookup(monkeypatch)
     with connect(emu) as conn:
         task = QTask(conn, "late-twin", "docker-batch", 1)
         task.submit()
-    alive = [t for t in emu.tasks() if t["state"] not in ("PendingDelete",)]
-    assert [t["uuid"] for t in alive] == [task.uuid]
-    assert lookups == [1]
+    assert emu.stats()["requests"]["POST /tasks"] == 2
+    assert [t["uuid"] for t in emu.tasks()] == [task.uuid], "no second task was ever created"
+    assert lookups == [1, 1]
+
+
+def test_two_lost_answers_and_a_lagging_lookup_still_make_one_task(
+    qarnot_emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two POSTs' answers are lost (the first created the task, the second was refused) and the first lookup lags."""
+    emu = qarnot_emulator_factory(mode="simulate", sim_duration=5)
+    emu.set_faults([FaultRule(pattern="POST /tasks", drop_after=1.0, max_faults=2)], seed=1)
+    lookups = lagging_lookup(monkeypatch)
+    with connect(emu) as conn:
+        task = QTask(conn, "two-lost", "docker-batch", 1)
+        task.submit()
+    assert emu.stats()["requests"]["POST /tasks"] == 2
+    assert [t["uuid"] for t in emu.tasks()] == [task.uuid], "one submit leaves one task"
+    assert len(lookups) == 2
+
+
+def test_late_twins_are_removed_where_the_server_does_not_refuse_a_taken_shortname(
+    recorder_factory: Callable[..., Recorder],
+) -> None:
+    """Should a server accept a second task with the same shortname: the first POST's answer is lost and
+    its lookup lags, the resend creates a twin, and the client deletes the one it did not adopt."""
+    first, twin = "6b1a7c2e-0000-4000-8000-00000000000a", "6b1a7c2e-0000-4000-8000-00000000000b"
+    summaries = {
+        first: {"uuid": first, "name": "t", "state": "Submitted", "creationDate": "2026-12-01T10:00:00Z"},
+        twin: {"uuid": twin, "name": "t", "state": "Submitted", "creationDate": "2026-12-01T10:00:01Z"},
+    }
+    deleted: list[str] = []
+
+    def answer(h: Any, n: int) -> None:
+        posts = sum(r["method"] == "POST" for r in rec.requests)
+        lookups = sum(r["path"].startswith("/tasks/summaries") for r in rec.requests)
+        if h.command == "POST" and posts == 1:
+            h.close_connection = True  # acted on, the answer lost
+            h.connection.shutdown(2)
+        elif h.command == "POST":
+            reply(h, 200, json.dumps({"uuid": twin}).encode())
+        elif h.path.startswith("/tasks/summaries"):
+            found = [] if lookups == 1 else list(summaries.values())
+            reply(h, 200, json.dumps(found).encode())
+        elif h.command == "DELETE":
+            deleted.append(h.path.rsplit("/", 1)[-1])
+            reply(h, 200)
+        else:
+            reply(h, 200, json.dumps(summaries[h.path.rsplit("/", 1)[-1]]).encode())
+
+    rec = recorder_factory(answer)
+    with QConnection(rec.url, "tok", retry=RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.02)) as conn:
+        task = QTask(conn, "t", "docker-batch", 1)
+        task.submit()
+    assert task.uuid == twin, "the task this submit's answer named"
+    assert deleted == [first], "the other task of the same submit was deleted"
+
+
+def test_a_slow_server_committing_after_the_client_gave_up_still_leaves_one_task(
+    qarnot_emulator_factory: Any,
+) -> None:
+    """Every POST /tasks takes 2.5 s before the server acts, longer than the client's 1 s read timeout: each
+    resend is sent before the previous one committed, so no lookup or cleanup can see it in time. The
+    submit's unique shortname makes the server itself refuse every resend after the first commit."""
+    emu = qarnot_emulator_factory(mode="simulate", sim_duration=30)
+    emu.set_faults([FaultRule(pattern="POST /tasks", latency_ms=2500)], seed=1)
+    policy = RetryPolicy(max_attempts=6, base_delay=0.2, max_delay=0.5)
+    with connect(emu, retry=policy, timeout=(1.0, 1.0)) as conn:
+        task = QTask(conn, "slow-commit", "docker-batch", 1)
+        task.submit()
+        time.sleep(4)  # every POST sent has been acted on by now
+    assert [t["uuid"] for t in emu.tasks()] == [task.uuid], "one submit leaves one task"
+    assert emu.stats()["requests"]["POST /tasks"] >= 2, "the POST was sent again at least once"
+
+
+def test_a_shortname_given_by_the_user_is_kept(qarnot_emulator_factory: Any) -> None:
+    emu = qarnot_emulator_factory(mode="simulate")
+    with connect(emu) as conn:
+        task = QTask(conn, "named", "docker-batch", 1, shortname="my-render-42")
+        task.submit()
+    assert [t["shortname"] for t in emu.tasks()] == ["my-render-42"]
 
 
 def test_a_lookup_finding_two_tasks_keeps_the_oldest_and_removes_the_other(

@@ -288,3 +288,18 @@ def test_results_are_found_when_the_api_ignored_the_results_prefix(
     files = task.download_results(tmp_path)
     assert sorted(p.name for p in files) == ["r-0.txt", "r-1.txt"]
     assert "nothing under results prefix" in caplog.text
+
+
+def test_a_task_of_a_job_in_a_pool_takes_no_profile(conn: QConnection) -> None:
+    """As in the official SDK (`create_task(name, None, 1, job=job)`): the job's pool gives the profile."""
+    pool = conn.request(
+        "POST", "/pools", json={"name": "slots", "profile": "docker-batch", "instanceCount": 1}, idempotent=False
+    )["uuid"]
+    job = conn.request("POST", "/jobs", json={"name": "in-pool", "poolUuid": pool}, idempotent=False)["uuid"]
+    task = QTask(conn, "job-task", None, 1, job_uuid=job, constants={"DOCKER_CMD": "echo from the pool"})
+    task.submit()
+    assert task.wait(timeout=60, poll_interval=0.2)
+    assert task.state == states.SUCCESS
+    assert "from the pool" in task.stdout()
+    with pytest.raises(ValueError, match="profile is required"):
+        QTask(conn, "no-profile", None, 1)

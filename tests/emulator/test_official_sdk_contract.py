@@ -210,8 +210,23 @@ def test_bulk_submit_jobs_and_pools(conn: qarnot.connection.Connection) -> None:
     assert in_pool.state == "Success" and "in pool 1" in in_pool.stdout()
     assert conn.retrieve_pool(pool.uuid).name == "sdk-pool"
     assert [p.uuid for p in conn.all_pools()] == [pool.uuid]
+    assert pool.carbon_facts().energy_consumption_Wh == 0.0
+    assert pool.credits().amount_in_euros == 0.0
+    in_job_pool = conn.create_job("pool-job", pool=pool)
+    in_job_pool.submit()
+    job_task = conn.create_task("in-job-pool", None, 1, job=in_job_pool)
+    job_task.constants["DOCKER_CMD"] = "echo through the job"
+    job_task.submit()
+    wait(job_task)
+    assert job_task.state == "Success" and "through the job" in job_task.stdout()
     pool.close()
     pool.delete()
+
+
+def test_account_credits(conn: qarnot.connection.Connection, qarnot_emulator: Emulator) -> None:
+    assert conn.credits().amount_in_euros > 0
+    qarnot_emulator.set_credits_exhausted(True)
+    assert conn.credits().amount_in_euros == 0
 
 
 def test_snapshots_commit_and_context_manager(conn: qarnot.connection.Connection) -> None:

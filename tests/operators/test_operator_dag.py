@@ -271,7 +271,9 @@ def test_mapped_tasks_get_their_own_identity(qarnot_conn: Any, run_dag: Any) -> 
 
 
 def test_trigger_errors_on_the_last_try_abort_the_task(qarnot_conn: Any, run_dag: Any, capfd: Any) -> None:
-    """The worker can reach Qarnot but the trigger's polls keep failing: with no retry left, nothing is left running."""
+    """The worker can reach Qarnot but the trigger's polls keep failing: with no retry left, nothing is left
+    running. (`dag.test()` drops the deferral's kwargs, so the task is not watched again as it is under a
+    real triggerer: see test_operator_execute.py.)"""
 
     def fail_reads_once_submitted() -> None:  # the submit's own search must pass: only the poller's reads fail
         deadline = time.monotonic() + 30
@@ -291,6 +293,21 @@ def test_trigger_errors_on_the_last_try_abort_the_task(qarnot_conn: Any, run_dag
     assert ti_states(dag_run) == {"q": "failed"}
     assert "Polling Qarnot failed" in logs
     assert "was aborted" in logs
+    (task,) = qarnot_conn.tasks()
+    assert qarnot_conn.wait_for_task(task["uuid"], timeout=20)["state"] == states.CANCELLED
+
+
+def test_execution_timeout_during_a_slow_submit_aborts_what_it_created(
+    qarnot_conn: Any, run_dag: Any, capfd: Any
+) -> None:
+    """The POST takes 4 s, execution_timeout fires after 2 s: the task is created all the same, after the
+    operator gave up on its answer; the last try must not leave it running."""
+    qarnot_conn.set_faults([FaultRule(pattern="POST /tasks", latency_ms=4000)])
+    with make_dag("q_timeout_in_submit") as dag:
+        qtask("q", "sleep 60", deferrable=False, execution_timeout=timedelta(seconds=2))
+    dag_run = run_dag(dag)
+    assert ti_states(dag_run) == {"q": "failed"}
+    assert "execution_timeout passed during the submit" in capfd.readouterr().out
     (task,) = qarnot_conn.tasks()
     assert qarnot_conn.wait_for_task(task["uuid"], timeout=20)["state"] == states.CANCELLED
 

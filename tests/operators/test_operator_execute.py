@@ -22,7 +22,7 @@ from airflow_provider_qarnot.client.retry import RetryPolicy
 from airflow_provider_qarnot.emulator import FaultRule
 from airflow_provider_qarnot.hooks.qarnot import QarnotHook
 from airflow_provider_qarnot.operators.qarnot import QarnotSubmitTaskOperator
-from airflow_provider_qarnot.triggers.qarnot import QarnotTaskTrigger
+from airflow_provider_qarnot.triggers.qarnot import DEFERRAL_BACKSTOP, MAX_ERROR_REDEFERS, QarnotTaskTrigger
 from tests.conftest import leak_token_into_errors, requests_made
 
 
@@ -118,9 +118,21 @@ def test_timeout_event_aborts_and_says_timeout(qarnot_conn: Any) -> None:
     op = operator("sleep 30", wait_for_completion=False)
     uuid = op.execute(make_context())
     event = {"status": "timeout", "task_uuid": uuid, "state": "FullyExecuting", "message": "Timeout: x", "errors": []}
-    with pytest.raises(AirflowException, match="Timeout"):
+    with pytest.raises(AirflowException, match="Timeout: x; the Qarnot task was aborted"):
         op.execute_complete(make_context(), event)
     assert qarnot_conn.wait_for_task(uuid, timeout=20)["state"] == states.CANCELLED
+
+
+def test_a_timeout_whose_abort_fails_does_not_claim_it_was_aborted(qarnot_conn: Any) -> None:
+    op = operator("sleep 30", wait_for_completion=False)
+    uuid = op.execute(make_context())
+    qarnot_conn.set_faults([FaultRule(pattern="POST /tasks/*/abort", rate_503=1.0)])
+    event = {"status": "timeout", "task_uuid": uuid, "state": "FullyExecuting", "message": "Timeout: x", "errors": []}
+    with pytest.raises(AirflowException, match="aborting Qarnot task .* failed .*may still be running") as info:
+        op.execute_complete(make_context(), event)
+    assert "was aborted" not in str(info.value)
+    qarnot_conn.clear_faults()
+    QarnotHook().abort_task(uuid)
 
 
 def run_in_thread(
@@ -199,20 +211,25 @@ def test_an_error_event_on_the_last_try_aborts_the_task(qarnot_conn: Any, try_nu
     uuid = start_task()
     event = {"status": "error", "task_uuid": uuid, "state": None, "message": "Polling Qarnot failed", "errors": []}
     with pytest.raises(AirflowException, match="Polling Qarnot failed.*was aborted"):
-        operator("sleep 30", retries=max_tries).execute_complete(make_context(try_number, max_tries), event)
+        operator("sleep 30", retries=max_tries).execute_complete(
+            make_context(try_number, max_tries), event, error_redefers=MAX_ERROR_REDEFERS
+        )
     assert qarnot_conn.wait_for_task(uuid, timeout=20)["state"] == states.CANCELLED
 
 
 def test_an_error_event_with_a_retry_left_keeps_the_task(qarnot_conn: Any) -> None:
     uuid = start_task()
     event = {"status": "error", "task_uuid": uuid, "state": None, "message": "Polling Qarnot failed", "errors": []}
+    spent = MAX_ERROR_REDEFERS
     with pytest.raises(AirflowException, match="left running for the next try"):
-        operator("sleep 30", retries=1).execute_complete(make_context(1, 1), event)
+        operator("sleep 30", retries=1).execute_complete(make_context(1, 1), event, error_redefers=spent)
     time.sleep(0.3)
     assert states.is_active(qarnot_conn.task(uuid)["state"])
     # ... unless reattach is off: nothing would reattach to it.
     with pytest.raises(AirflowException, match="was aborted"):
-        operator("sleep 30", retries=1, reattach_on_retry=False).execute_complete(make_context(1, 1), event)
+        operator("sleep 30", retries=1, reattach_on_retry=False).execute_complete(
+            make_context(1, 1), event, error_redefers=spent
+        )
     assert qarnot_conn.wait_for_task(uuid, timeout=20)["state"] == states.CANCELLED
 
 
@@ -266,10 +283,42 @@ def test_an_error_event_for_a_running_task_keeps_it_for_the_retry(qarnot_conn: A
     uuid = start_task("sleep 30")
     event = {"status": "error", "task_uuid": uuid, **ERROR_EVENT}
     with pytest.raises(AirflowException, match="polling failed.*left running for the next try") as info:
-        operator("sleep 30").execute_complete(make_context(try_number=1, max_tries=2), event)
+        operator("sleep 30").execute_complete(
+            make_context(try_number=1, max_tries=2), event, error_redefers=MAX_ERROR_REDEFERS
+        )
     assert not isinstance(info.value, AirflowFailException)
     assert qarnot_conn.task(uuid)["state"] not in states.FINAL_STATES
     QarnotHook().abort_task(uuid)
+
+
+def test_an_error_event_for_a_task_still_running_watches_it_again_to_the_same_deadline(qarnot_conn: Any) -> None:
+    """The trigger gave up during an API outage; the worker's read shows the API is back and the task runs:
+    even on the last try, hours of compute are not thrown away for a blip."""
+    uuid = start_task("sleep 30")
+    event = {"status": "error", "task_uuid": uuid, **ERROR_EVENT}
+    deadline = time.time() + 600
+    op = operator("sleep 30", deferrable=True, poll_interval=2, timeout=600)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute_complete(make_context(try_number=1, max_tries=0), event, deadline=deadline, error_redefers=1)
+    _, kwargs = deferred.value.trigger.serialize()
+    assert kwargs["task_uuid"] == uuid
+    assert kwargs["deadline"] == deadline, "the timeout is not extended"
+    assert deferred.value.kwargs == {"deadline": deadline, "error_redefers": 2}
+    assert timedelta(seconds=590) < deferred.value.timeout <= timedelta(seconds=600 + DEFERRAL_BACKSTOP + 2)
+    time.sleep(0.3)
+    assert states.is_active(qarnot_conn.task(uuid)["state"]), "nothing was aborted"
+    QarnotHook().abort_task(uuid)
+
+
+def test_the_first_deferral_carries_its_deadline_for_a_later_rewatch(qarnot_conn: Any) -> None:
+    context = make_context()
+    op = operator("sleep 30", deferrable=True, timeout=300)
+    before = time.time()
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)
+    assert deferred.value.kwargs["error_redefers"] == 0
+    assert before + 300 <= deferred.value.kwargs["deadline"] <= time.time() + 300
+    QarnotHook().abort_task(pushed(context)["qarnot_task_uuid"])
 
 
 def test_an_error_event_for_a_task_that_ended_meanwhile_reports_its_outcome(qarnot_conn: Any) -> None:

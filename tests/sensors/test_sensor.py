@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 from typing import Any
 from unittest.mock import MagicMock
@@ -22,6 +23,7 @@ from airflow_provider_qarnot.emulator import FaultRule
 from airflow_provider_qarnot.hooks.qarnot import QarnotHook
 from airflow_provider_qarnot.operators.qarnot import QarnotSubmitTaskOperator
 from airflow_provider_qarnot.sensors.qarnot import QarnotTaskSensor
+from airflow_provider_qarnot.triggers.qarnot import MAX_ERROR_REDEFERS
 from tests.conftest import leak_token_into_errors, ti_states, xcom_value
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -156,6 +158,38 @@ def test_an_error_event_is_checked_with_one_poke(qarnot_conn: Any) -> None:
     QarnotHook().get_task(uuid).delete()
     with pytest.raises(AirflowFailException, match="MissingTaskException"):
         sensor.execute_complete({"ti": MagicMock()}, event)
+
+
+def test_an_error_event_for_a_running_task_watches_it_again_until_the_budget_is_spent(qarnot_conn: Any) -> None:
+    uuid = submit("sleep 30")
+    sensor = QarnotTaskSensor(task_id="s", task_uuid=uuid, deferrable=True, poke_interval=2)
+    event = {"status": "error", "task_uuid": uuid, "state": None, "message": "polling failed", "errors": []}
+    deadline = time.time() + 300
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute_complete({"ti": MagicMock()}, event, deadline=deadline, error_redefers=0)
+    assert deferred.value.trigger.serialize()[1]["deadline"] == deadline, "the timeout is not extended"
+    assert deferred.value.kwargs == {"deadline": deadline, "error_redefers": 1}
+    with pytest.raises(AirflowException, match="Watching Qarnot task .* failed: polling failed"):
+        sensor.execute_complete({"ti": MagicMock()}, event, deadline=deadline, error_redefers=MAX_ERROR_REDEFERS)
+    QarnotHook().abort_task(uuid)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"timeout": 1e13}, "timeout must be at most"),  # a timedelta, but no date: utcnow() + it overflows
+        ({"poke_interval": 0.0}, "poke_interval must be a positive"),
+    ],
+)
+def test_a_deferrable_sensor_refuses_a_wait_it_cannot_hand_to_the_triggerer(
+    qarnot_conn: Any, kwargs: dict[str, Any], message: str
+) -> None:
+    """Airflow turns a deferral's timeout into a date: an absurd timeout would fail after the first poke."""
+    uuid = submit("sleep 30")
+    sensor = QarnotTaskSensor(task_id="s", task_uuid=uuid, deferrable=True, **kwargs)
+    with pytest.raises(AirflowFailException, match=message):
+        sensor.execute({"ti": MagicMock()})
+    QarnotHook().abort_task(uuid)
 
 
 def test_sensor_failure_never_carries_the_token(qarnot_conn: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -119,6 +120,27 @@ async def test_on_kill_aborts_the_task(qarnot_conn: Any, shared: bool) -> None:
     await trigger.cleanup()
     final = await asyncio.to_thread(qarnot_conn.wait_for_task, uuid, 20)
     assert final["state"] == states.CANCELLED
+
+
+async def test_an_on_kill_cut_short_by_airflows_timeout_still_aborts(qarnot_conn: Any) -> None:
+    """Airflow gives on_kill 30 s, then cancels it. With many tasks marked failed at once, the aborts queue
+    for the loop's few worker threads: here its one thread is busy for 1.5 s and on_kill gets 0.3 s."""
+    uuid = submit("sleep 30")
+    loop = asyncio.get_running_loop()
+    one_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    loop.set_default_executor(one_thread)
+    busy = asyncio.ensure_future(asyncio.to_thread(time.sleep, 1.5))  # the other aborts ahead in the queue
+    trigger = QarnotTaskTrigger(task_uuid=uuid, poll_interval=POLL)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(trigger.on_kill(), timeout=0.3)
+    await busy
+    for _ in range(100):  # not through the one thread: the abort still needs it
+        if qarnot_conn.task(uuid)["state"] == states.CANCELLED:
+            break
+        await asyncio.sleep(0.2)
+    assert qarnot_conn.task(uuid)["state"] == states.CANCELLED
+    await trigger.cleanup()
+    one_thread.shutdown(wait=False)
 
 
 async def test_cancellation_alone_aborts_nothing(qarnot_conn: Any, shared: bool) -> None:
