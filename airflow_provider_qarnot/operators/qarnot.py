@@ -30,6 +30,7 @@ from airflow_provider_qarnot.triggers.qarnot import (
     EVENT_STATUSES,
     MAX_ERROR_REDEFERS,
     QarnotTaskTrigger,
+    next_watch,
     shared_polling_default,
 )
 from airflow_provider_qarnot.utils.errors import (
@@ -530,17 +531,18 @@ class QarnotSubmitTaskOperator(BaseOperator):
                 raise self._give_up(context, uuid, failure) from exc
             if states.is_final(task.state):
                 return self._finish(hook, task)
-            if error_redefers is not None and error_redefers < MAX_ERROR_REDEFERS:
+            again = next_watch(error_redefers)
+            if again is not None:
                 self.log.warning(
                     "%s; Qarnot task %s reads as %s now: watching it again (%d of %d)",
                     failure,
                     uuid,
                     task.state,
-                    error_redefers + 1,
+                    again,
                     MAX_ERROR_REDEFERS,
                 )
                 poll_interval, _ = self.check_arguments()
-                self._defer(uuid, deadline, poll_interval, error_redefers + 1)
+                self._defer(uuid, deadline, poll_interval, again)
             raise self._give_up(context, uuid, failure)
         try:
             task = hook.get_task(uuid)

@@ -26,6 +26,7 @@ from airflow_provider_qarnot.triggers.qarnot import (
     EVENT_STATUSES,
     MAX_ERROR_REDEFERS,
     QarnotTaskTrigger,
+    next_watch,
     shared_polling_default,
 )
 from airflow_provider_qarnot.utils.errors import airflow_errors, task_outcome_exception
@@ -182,14 +183,12 @@ class QarnotTaskSensor(BaseSensorOperator):
             if self.poke(context):
                 return str(event.get("task_uuid") or self.task_uuid)
             failure = f"Watching Qarnot task {event.get('task_uuid')} failed: {message}"
-            if deadline is not None and error_redefers is not None and error_redefers < MAX_ERROR_REDEFERS:
+            again = next_watch(error_redefers)
+            if deadline is not None and again is not None:
                 self.log.warning(
-                    "%s; the task still runs: watching it again (%d of %d)",
-                    failure,
-                    error_redefers + 1,
-                    MAX_ERROR_REDEFERS,
+                    "%s; the task still runs: watching it again (%d of %d)", failure, again, MAX_ERROR_REDEFERS
                 )
-                self._defer(self._canonical_uuid or self._uuid(), deadline, error_redefers + 1)
+                self._defer(self._canonical_uuid or self._uuid(), deadline, again)
             raise AirflowException(failure)
         raise AirflowFailException(message)
 

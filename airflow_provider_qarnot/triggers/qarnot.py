@@ -61,6 +61,15 @@ def min_event_delay() -> float:
     return min(max(value, 0.0), MAX_MIN_EVENT_DELAY)
 
 
+def next_watch(error_redefers: int | None) -> int | None:
+    """After an `error` event for a task that still runs: the count to defer again with, or None to give up
+    (the budget is spent, or the deferral's kwargs did not come back with the event, as under `dag.test()`,
+    so how often it happened is unknown)."""
+    if error_redefers is None or error_redefers >= MAX_ERROR_REDEFERS:
+        return None
+    return error_redefers + 1
+
+
 def task_event(
     status: str, task_uuid: str, state: str | None, message: str, errors: list[str] | None = None
 ) -> dict[str, Any]:
