@@ -155,7 +155,10 @@ def stop_all(services: Sequence[Service], grace: float = 20.0, escalation: float
     after `grace` seconds gets SIGTERM, and SIGKILL `escalation` seconds later.
     """
     for service in services:
-        service.signal_leader(signal.SIGTERM)
+        if service.running:
+            service.signal_leader(signal.SIGTERM)
+        else:  # the main process is gone already: nobody is left to stop its children
+            service.signal_group(signal.SIGTERM)
     _wait_for_groups(services, grace)
     for service in services:
         if service.group_alive():

@@ -119,7 +119,7 @@ _SUBMIT_MISSING: tuple[tuple[tuple[str, ...], type[QarnotException]], ...] = (
 )
 
 
-_MISSING_THING = re.compile(r"\bmissing\s+(pool|job|profile|bucket|disk)", re.IGNORECASE)
+_MISSING_THING = re.compile(r"\bmissing\s+(pool|job|profile|bucket|disk)\b", re.IGNORECASE)
 
 
 def _missing_for_submit(message: str) -> type[QarnotException] | None:
@@ -128,8 +128,11 @@ def _missing_for_submit(message: str) -> type[QarnotException] | None:
     "First" matters because names quote user text: in "Bucket 'nightly-jobs' not found" the subject is
     the bucket, not a job.
     """
-    named_missing = _MISSING_THING.search(message) is not None  # "missing pool", not "missing value for..."
-    if not (named_missing or _mentions(message, "not found", "unknown", "does not exist", "doesn't exist", "no such")):
+    named = _MISSING_THING.search(message)  # "missing pool 42" names its kind; "missing value for..." does not
+    if named is not None:
+        kind = named.group(1).lower()
+        return next(cls for words, cls in _SUBMIT_MISSING if kind in words)
+    if not _mentions(message, "not found", "unknown", "does not exist", "doesn't exist", "no such"):
         return None
     if _mentions(message, "required"):  # "the profile field is required": a validation error, not a missing thing
         return None

@@ -227,14 +227,22 @@ class QTask:
                     ) from None
                 log.info("Submit of %r failed (%s) and created nothing; sending it again", self.spec.name, reason)
                 continue
-            except QarnotException:
-                # A resend refused for good (a quota the first POST filled, a shortname it took...): the task
+            except QarnotException as refusal:
+                # A resend refused for good (a quota the first POST filled, the shortname it took...): the task
                 # of the earlier, unknown outcome may exist all the same, and must not run unknown to us.
                 if not uncertain:
                     raise
                 found = self._look_up_own_task("a resend was refused", 0.0, attempt)
-                if found is None:
-                    raise
+                if found is None and body.get("shortname") == self._submit_tag:
+                    found = self._find_by_shortname()
+                if found is None:  # unknown, not invalid: a retry (which searches first) may still find it
+                    raise TransientFailureException(
+                        f"Submit of task {self.spec.name!r} had an unknown outcome and a resend was refused "
+                        f"({type(refusal).__name__}: {refusal}); no task with its submit tag {self._submit_tag} "
+                        "can be seen yet",
+                        status_code=refusal.status_code,
+                        attempts=attempt,
+                    ) from None
                 log.info("A resend of %r was refused, but its first submit did create task %s", self.spec.name, found)
                 return self._adopt(found, on_created, uncertain=True)
             return self._adopt(uuid, on_created, uncertain=uncertain)
@@ -295,6 +303,14 @@ class QTask:
                 continue
             except QarnotException as exc:
                 log.warning("Deleting duplicate task %s failed: %s", uuid, exc)
+
+    def _find_by_shortname(self) -> str | None:
+        """The uuid of the task whose shortname is this submit's tag (a direct read), if there is one."""
+        try:
+            data = self._conn.request("GET", f"/tasks/{_quoted(self._submit_tag)}", call=ApiCall.TASK)
+            return parse_task_summary(data).uuid or None
+        except QarnotException:
+            return None
 
     def _find_by_submit_tag(self) -> TaskSummary | None:
         """The oldest task carrying this object's submit tag, if any (the lookup itself retries transient errors)."""

@@ -553,22 +553,26 @@ class QarnotHook(BaseHook):
         """Abort the running tasks that this try of this task instance submitted; returns their uuids.
 
         For a submit cut short (a timeout or a kill during `POST /tasks`): the server may have created the
-        task all the same, and may commit it late, so it is looked for after each delay of `looks`, until
-        found.
+        task all the same, and may commit it late, so it is looked for again after each wait of `looks`
+        (seconds, one after the other), until found. A failed look is logged, and the next one is made.
         """
-        for delay in looks:
-            time.sleep(delay)
-            mine = [
-                s
-                for s in self.find_tasks_by_tag(identity.tag)
-                if identity.matches(s)
-                and identity.same_run(s)
-                and s.labels.get(LABEL_TRY_NUMBER) == str(try_number)
-                and states.is_active(s.state)
-            ]
-            for summary in mine:
-                self.log.warning("Aborting Qarnot task %s: its submit was cut short", summary.uuid)
-                self.abort_task(summary.uuid)
+        for wait in looks:
+            time.sleep(wait)
+            try:
+                mine = [
+                    s
+                    for s in self.find_tasks_by_tag(identity.tag)
+                    if identity.matches(s)
+                    and identity.same_run(s)
+                    and s.labels.get(LABEL_TRY_NUMBER) == str(try_number)
+                    and states.is_active(s.state)
+                ]
+                for summary in mine:
+                    self.log.warning("Aborting Qarnot task %s: its submit was cut short", summary.uuid)
+                    self.abort_task(summary.uuid)
+            except QarnotException as exc:
+                self.log.warning("Looking for the task of a cut-short submit failed: %s", self.redact(describe(exc)))
+                continue
             if mine:
                 return [s.uuid for s in mine]
         return []

@@ -45,8 +45,8 @@ if TYPE_CHECKING:
 
 #: Bounds on the waiting parameters: a poll interval over an hour, or a huge log tail, is a typo, not a choice.
 MAX_POLL_INTERVAL = 3600.0
-#: When `execution_timeout` cuts a submit short, look for the task it may have created now and after
-#: these delays (seconds): a server may commit a request whose client has gone a few seconds later.
+#: When `execution_timeout` cuts a submit short, look for the task it may have created after these waits
+#: (seconds, one after the other: at 0, 2 and 7 s): a server may commit a request whose client has gone late.
 SUBMIT_CUT_SHORT_LOOKS = (0.0, 2.0, 5.0)
 #: The longest `timeout` (ten years): past it a deadline is no limit, and dates and timedeltas overflow.
 MAX_TIMEOUT = 10 * 366 * 24 * 3600.0
@@ -362,8 +362,9 @@ class QarnotSubmitTaskOperator(BaseOperator):
                 self._abort_quietly(self._task_uuid, POLL_RETRY)
             elif self._submitting is not None:
                 self.log.error("execution_timeout passed during the submit: aborting what it may have created")
-                try:
-                    self.hook.abort_tasks_of_try(*self._submitting, looks=SUBMIT_CUT_SHORT_LOOKS)
+                try:  # short retries: the time is up already, and a slow API is likely why
+                    hook = QarnotHook(self.qarnot_conn_id, settings=self.hook.settings, retry=POLL_RETRY)
+                    hook.abort_tasks_of_try(*self._submitting, looks=SUBMIT_CUT_SHORT_LOOKS)
                 except Exception as exc:
                     self.log.warning(
                         "Could not look for the task of the cut-short submit: %s", self.hook.redact(str(exc))

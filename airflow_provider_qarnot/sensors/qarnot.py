@@ -20,7 +20,7 @@ from airflow.sdk.exceptions import (
 from airflow_provider_qarnot.client import states
 from airflow_provider_qarnot.hooks.qarnot import DEFAULT_CONN_ID, QarnotHook
 from airflow_provider_qarnot.links.qarnot import XCOM_TASK_URL, XCOM_TASK_UUID, QarnotTaskLink
-from airflow_provider_qarnot.operators.qarnot import MAX_POLL_INTERVAL, MAX_TIMEOUT, seconds
+from airflow_provider_qarnot.operators.qarnot import MAX_TIMEOUT, seconds
 from airflow_provider_qarnot.triggers.qarnot import (
     DEFERRAL_BACKSTOP,
     EVENT_STATUSES,
@@ -89,7 +89,7 @@ class QarnotTaskSensor(BaseSensorOperator):
         context["ti"].xcom_push(key=XCOM_TASK_URL, value=url)
         if not self.deferrable:
             return super().execute(context)
-        poke_interval = seconds(self.poke_interval, "poke_interval", allow_none=False, maximum=MAX_POLL_INTERVAL)
+        poke_interval = seconds(self.poke_interval, "poke_interval", allow_none=False, maximum=MAX_TIMEOUT)
         timeout = seconds(self.timeout, "timeout", allow_none=False, maximum=MAX_TIMEOUT)
         assert poke_interval is not None and timeout is not None
         try:

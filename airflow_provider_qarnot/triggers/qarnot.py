@@ -288,12 +288,17 @@ class QarnotTaskTrigger(BaseTrigger):
                 self.task_uuid,
             )
             return
-        hook = await self._get_hook()
+        # A hook of its own: Airflow runs `cleanup()` (closing the trigger's hook) as soon as on_kill times out.
+        hook_class = await _hook_class()
+        settings = await _shared_settings(hook_class, self.qarnot_conn_id)
+        hook = hook_class(self.qarnot_conn_id, settings=settings, retry=POLL_RETRY)
         try:
             aborted = await asyncio.to_thread(hook.abort_task, self.task_uuid)
         except Exception as exc:  # nobody may be waiting any more: log it here
             self.log.warning("Could not abort Qarnot task %s: %s", self.task_uuid, hook.redact(describe(exc)))
             return
+        finally:
+            hook.close()
         self.log.info("Qarnot task %s %s", self.task_uuid, "aborted" if aborted else "was already over")
 
     async def _safe_to_cancel(self) -> bool:

@@ -90,6 +90,8 @@ def test_long_messages_are_truncated() -> None:
             InvalidRequestException,
         ),
         (ApiCall.SUBMIT_TASK, 400, "Missing pool 1234", MissingPoolException),
+        (ApiCall.SUBMIT_TASK, 400, "Job nightly-1: missing pool 42", MissingPoolException),
+        (ApiCall.SUBMIT_TASK, 400, "Missing poolUuid in the request", InvalidRequestException),
         (ApiCall.TASK, 404, "Task not found", MissingTaskException),
         (ApiCall.TASK_INSTANCE, 404, "Instance not found", MissingTaskInstanceException),
         (ApiCall.PROFILE, 404, "not found", MissingProfileException),

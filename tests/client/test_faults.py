@@ -97,14 +97,14 @@ def test_a_created_task_is_not_lost_when_its_first_read_fails(qarnot_emulator_fa
     assert [t["uuid"] for t in emu.tasks()] == [task.uuid]
 
 
-def lagging_lookup(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Make the first submit-tag lookup miss (a replica lagging behind); returns the list of lookups made."""
+def lagging_lookup(monkeypatch: pytest.MonkeyPatch, lags: int = 1) -> list[int]:
+    """Make the first `lags` submit-tag lookups miss (a replica lagging behind); returns the lookups made."""
     lookups: list[int] = []
     original = QTask._find_by_submit_tag
 
     def lagging(self: QTask) -> Any:
         lookups.append(1)
-        return None if len(lookups) == 1 else original(self)
+        return None if len(lookups) <= lags else original(self)
 
     monkeypatch.setattr(QTask, "_find_by_submit_tag", lagging)
     return lookups
@@ -126,6 +126,21 @@ def test_a_resend_after_a_lagging_lookup_is_refused_so_no_twin_is_made(
     assert emu.stats()["requests"]["POST /tasks"] == 2
     assert [t["uuid"] for t in emu.tasks()] == [task.uuid], "no second task was ever created"
     assert lookups == [1, 1]
+
+
+def test_a_refused_resend_whose_lookups_all_lag_reads_the_task_by_its_shortname(
+    qarnot_emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refusal ("Shortname ... is already used") proves the first POST created the task: even when every
+    tag lookup lags, the submit adopts it (a direct read by shortname) instead of failing for good."""
+    emu = qarnot_emulator_factory(mode="simulate", sim_duration=5)
+    emu.set_faults([FaultRule(pattern="POST /tasks", drop_after=1.0, max_faults=1)], seed=1)
+    lagging_lookup(monkeypatch, lags=100)
+    created: list[str] = []
+    with connect(emu) as conn:
+        task = QTask(conn, "all-lag", "docker-batch", 1)
+        task.submit(on_created=created.append)
+    assert [t["uuid"] for t in emu.tasks()] == [task.uuid] == created
 
 
 def test_late_twins_are_removed_where_the_server_does_not_refuse_a_taken_shortname(

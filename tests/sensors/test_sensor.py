@@ -192,6 +192,15 @@ def test_a_deferrable_sensor_refuses_a_wait_it_cannot_hand_to_the_triggerer(
     QarnotHook().abort_task(uuid)
 
 
+def test_a_deferrable_sensor_may_poke_rarely(qarnot_conn: Any) -> None:
+    uuid = submit("sleep 30")
+    sensor = QarnotTaskSensor(task_id="s", task_uuid=uuid, deferrable=True, poke_interval=7200, timeout=86400)
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute({"ti": MagicMock()})
+    assert deferred.value.trigger.serialize()[1]["poll_interval"] == 7200
+    QarnotHook().abort_task(uuid)
+
+
 def test_sensor_failure_never_carries_the_token(qarnot_conn: Any) -> None:
     uuid = submit("exit 3")
     qarnot_conn.wait_for_task(uuid, timeout=20)

@@ -85,3 +85,16 @@ def test_stop_escalates_to_the_group_then_sigkill(tmp_path: Path) -> None:
     assert time.monotonic() - started < 15
     assert not stubborn.group_alive()
     assert not polite.group_alive()
+
+
+def test_stop_signals_the_group_at_once_when_the_main_process_is_gone(tmp_path: Path) -> None:
+    """A crashed main process leaves its children: they are stopped without waiting out the grace period."""
+    code = "import os, sys, time\nif os.fork() == 0:\n    time.sleep(600)\nopen(sys.argv[1] + '.ready', 'w').close()\n"
+    orphaned = _started(tmp_path, "crashed", code)
+    assert orphaned.process is not None
+    orphaned.process.wait(timeout=10)
+    assert orphaned.group_alive(), "the child is still there"
+    started = time.monotonic()
+    assert stop_all([orphaned], grace=20) == []
+    assert time.monotonic() - started < 10
+    assert not orphaned.group_alive()

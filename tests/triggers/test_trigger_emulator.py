@@ -133,13 +133,14 @@ async def test_an_on_kill_cut_short_by_airflows_timeout_still_aborts(qarnot_conn
     trigger = QarnotTaskTrigger(task_uuid=uuid, poll_interval=POLL)
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(trigger.on_kill(), timeout=0.3)
+    await trigger.cleanup()  # as Airflow does, right after on_kill timed out
     await busy
     for _ in range(100):  # not through the one thread: the abort still needs it
         if qarnot_conn.task(uuid)["state"] == states.CANCELLED:
             break
         await asyncio.sleep(0.2)
     assert qarnot_conn.task(uuid)["state"] == states.CANCELLED
-    await trigger.cleanup()
+    assert trigger._hook is None, "the late abort left no connection open on the cleaned-up trigger"
     one_thread.shutdown(wait=False)
 
 
