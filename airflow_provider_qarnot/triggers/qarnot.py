@@ -145,10 +145,14 @@ class QarnotTaskTrigger(BaseTrigger):
 
     async def _get_hook(self) -> QarnotHook:
         if self._hook is None:
-            hook_class = await _hook_class()
-            settings = await _shared_settings(hook_class, self.qarnot_conn_id)
-            self._hook = hook_class(self.qarnot_conn_id, settings=settings, retry=POLL_RETRY)
+            self._hook = await self._new_hook()
         return self._hook
+
+    async def _new_hook(self) -> QarnotHook:
+        """A hook of this trigger's connection, with the loop's shared connection read and short retries."""
+        hook_class = await _hook_class()
+        settings = await _shared_settings(hook_class, self.qarnot_conn_id)
+        return hook_class(self.qarnot_conn_id, settings=settings, retry=POLL_RETRY)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until there is something to report, then yield exactly one event."""
@@ -289,9 +293,7 @@ class QarnotTaskTrigger(BaseTrigger):
             )
             return
         # A hook of its own: Airflow runs `cleanup()` (closing the trigger's hook) as soon as on_kill times out.
-        hook_class = await _hook_class()
-        settings = await _shared_settings(hook_class, self.qarnot_conn_id)
-        hook = hook_class(self.qarnot_conn_id, settings=settings, retry=POLL_RETRY)
+        hook = await self._new_hook()
         try:
             aborted = await asyncio.to_thread(hook.abort_task, self.task_uuid)
         except Exception as exc:  # nobody may be waiting any more: log it here
